@@ -1,0 +1,4 @@
+"""Storage backends behind :class:`gateway.state.adapter.StateAdapter`.
+
+Only the composition root (``gateway.app``) picks a concrete adapter.
+"""

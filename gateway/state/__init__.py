@@ -1,0 +1,1 @@
+"""The state module: six functions, update ops, change events and state triggers."""
