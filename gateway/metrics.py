@@ -169,7 +169,10 @@ class Metrics:
             registry=r,
         )
         self.resyncs = Counter(
-            p + "resyncs_total", "Watch resyncs from a snapshot, by reason.", ["upstream", "reason"], registry=r
+            p + "resyncs_total",
+            "Watch resyncs from a snapshot, by reason.",
+            ["upstream", "reason"],
+            registry=r,
         )
         self.cache_requests = Counter(
             p + "cache_requests_total", "Edge read cache lookups by result.", ["result"], registry=r

@@ -13,6 +13,7 @@ block (they enqueue).
 
 from __future__ import annotations
 
+import builtins
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -164,8 +165,8 @@ class StateAdapter(Protocol):
     async def list(self, scope: str) -> list[JSON]:
         """The values of a scope in key insertion order (where the backend keeps one)."""
 
-    async def items(self, scope: str) -> list[tuple[str, Entry]]:
+    async def items(self, scope: str) -> builtins.list[tuple[str, Entry]]:
         """The keys and entries of a scope, in the same order as :meth:`list`."""
 
-    async def list_groups(self) -> list[str]:
+    async def list_groups(self) -> builtins.list[str]:
         """The scopes that hold at least one key, sorted bytewise (UTF-8 order)."""

@@ -1,0 +1,1 @@
+"""Trigger bindings (function + type + config) and the trigger types that fire them."""
