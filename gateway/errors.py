@@ -91,9 +91,7 @@ class ValueTooLarge(GatewayError):
     code = "VALUE_TOO_LARGE"
 
     def __init__(self, size: int, limit: int) -> None:
-        super().__init__(
-            f"value of {size} bytes exceeds the configured max_value_bytes limit of {limit}"
-        )
+        super().__init__(f"value of {size} bytes exceeds the configured max_value_bytes limit of {limit}")
         self.size = size
         self.limit = limit
 
