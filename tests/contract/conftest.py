@@ -1,0 +1,75 @@
+"""Fixtures for the StateAdapter contract suite (``test_state_adapter_contract.py``).
+
+Every test of the suite takes the ``case`` fixture and runs once per adapter named in
+``ADAPTER_FIXTURES``. To put a new backend under the contract, add **one fixture** here that
+yields a started adapter wrapped in an :class:`AdapterCase` (and closes it afterwards), then
+append the fixture's name to ``ADAPTER_FIXTURES``::
+
+    @pytest.fixture
+    async def redis_adapter() -> AsyncIterator[AdapterCase]:
+        adapter = RedisAdapter(RedisSettings(redis_url=...), engine_id=ENGINE_ID)
+        await adapter.start()
+        yield AdapterCase(adapter, ordered=False)   # Redis does not keep key order
+        await adapter.close()
+
+    ADAPTER_FIXTURES = [..., "redis_adapter"]
+
+Capabilities are flags on :class:`AdapterCase`; a test that depends on one checks the flag
+(e.g. ``ordered``: ``list``/``items`` return keys in insertion order) and asserts the weaker
+promise otherwise, so every adapter runs every test. The fixture may ``pytest.skip`` when its
+backend is not reachable.
+
+The adapter's ``engine_id`` must be :data:`ENGINE_ID`: the suite checks that events without an
+explicit origin carry it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from adapters.kv.store import KvAdapter
+from gateway.config.settings import KvSettings
+from gateway.state.adapter import StateAdapter
+
+ENGINE_ID = "contract-engine"
+
+
+@dataclass
+class AdapterCase:
+    """A started adapter under test and what it promises beyond the base contract."""
+
+    adapter: StateAdapter
+    ordered: bool = True  # list/items follow key insertion order (overwrite keeps the position)
+
+
+@pytest.fixture
+async def kv_in_memory() -> AsyncIterator[AdapterCase]:
+    adapter = KvAdapter(KvSettings(store_method="in_memory"), engine_id=ENGINE_ID)
+    await adapter.start()
+    yield AdapterCase(adapter)
+    await adapter.close()
+
+
+@pytest.fixture
+async def kv_file_based(tmp_path: Path) -> AsyncIterator[AdapterCase]:
+    # fsync=always: the strictest path (group commit, changes published after the fsync).
+    settings = KvSettings(store_method="file_based", file_path=str(tmp_path / "kv"), fsync="always")
+    adapter = KvAdapter(settings, engine_id=ENGINE_ID)
+    await adapter.start()
+    yield AdapterCase(adapter)
+    await adapter.close()
+
+
+ADAPTER_FIXTURES = ["kv_in_memory", "kv_file_based"]
+
+
+@pytest.fixture(params=ADAPTER_FIXTURES)
+def case(request: pytest.FixtureRequest) -> AdapterCase:
+    """The adapter under test, one run per entry of ADAPTER_FIXTURES."""
+    value = request.getfixturevalue(request.param)
+    assert isinstance(value, AdapterCase)
+    return value
