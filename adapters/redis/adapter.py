@@ -235,11 +235,15 @@ class RedisAdapter:
         return self._state == _OPEN and self.health.up
 
     def info(self) -> StoreInfo:
-        """Epoch and the last revision delivered to sinks (the position events have reached)."""
+        """Epoch and the newest revision this process knows of (its own writes, delivered events).
+
+        Events may still be on their way to the sinks: ``extra["delivered_revision"]`` is how
+        far they got.
+        """
         return StoreInfo(
             epoch=self._epoch,
-            revision=self._tailer.delivered,
-            extra={"redis_url": self._target.display, "latest_revision": self.latest_revision},
+            revision=self.latest_revision,
+            extra={"redis_url": self._target.display, "delivered_revision": self._tailer.delivered},
         )
 
     @property
@@ -247,7 +251,9 @@ class RedisAdapter:
         return max(self._revision, self._tailer.delivered)
 
     def subscribe(self, sink: ChangeSink) -> None:
-        self._tailer.subscribe(sink)
+        """Sinks get every change committed after this call (writes that already returned are
+        not replayed to them), from the event tailer task."""
+        self._tailer.subscribe(sink, after=self.latest_revision)
 
     async def wait_delivered(self, revision: int, timeout: float | None = None) -> None:
         """Wait until the sinks have seen ``revision`` (tests, and read-your-events callers)."""

@@ -222,11 +222,11 @@ class RedisExecutor:
         self._sentinel: Sentinel | None = None
         self.pool = self._make_pool(pool_size)
 
-    def connection_kwargs(self, *, read_timeout: float | None) -> dict[str, Any]:
+    def connection_kwargs(self) -> dict[str, Any]:
         kwargs = dict(self.target.connection_kwargs)
         kwargs.setdefault("protocol", 2)  # RESP2 unless the URL asks: works with every Redis, no HELLO
         kwargs.update(
-            socket_timeout=read_timeout,  # None: the adapter's per-operation deadline bounds reads
+            socket_timeout=None,  # operations are bounded by asyncio.timeout (see below)
             socket_connect_timeout=self._connect_timeout,
             socket_keepalive=True,
             retry=self._retry,
@@ -236,7 +236,7 @@ class RedisExecutor:
         return kwargs
 
     def _make_pool(self, pool_size: int) -> ConnectionPool:
-        kwargs = self.connection_kwargs(read_timeout=None)
+        kwargs = self.connection_kwargs()
         if not self.target.is_sentinel:
             return ConnectionPool(max_connections=pool_size, **kwargs)
         sentinel_kwargs = {
@@ -253,10 +253,15 @@ class RedisExecutor:
             self.target.service_name, self._sentinel, max_connections=pool_size, **kwargs
         )
 
-    def make_dedicated_connection(self, *, read_timeout: float) -> AbstractConnection:
-        """A connection outside the pool (the event tailer blocks on it in XREAD)."""
+    def make_dedicated_connection(self) -> AbstractConnection:
+        """A connection outside the pool (the event tailer blocks on it in XREAD).
+
+        Like the pool's connections it has no socket timeout: redis-py enforces that with
+        ``asyncio.wait_for``, which on Python 3.11 can swallow a cancellation that arrives as the
+        send completes (a task that cannot be stopped). Callers bound their I/O with
+        ``asyncio.timeout`` instead.
+        """
         conn: AbstractConnection = self.pool.make_connection()  # type: ignore[no-untyped-call]
-        conn.socket_timeout = read_timeout
         return conn
 
     async def aclose(self) -> None:

@@ -87,6 +87,14 @@ def decode_entry(entry_id: bytes, fields: list[bytes], on_corrupt: Callable[[str
     )
 
 
+class _Subscriber:
+    __slots__ = ("after", "sink")
+
+    def __init__(self, sink: ChangeSink, after: int) -> None:
+        self.sink = sink
+        self.after = after
+
+
 class EventTailer:
     """Owns the XREAD loop task; ``start`` creates it, ``stop`` cancels and awaits it."""
 
@@ -116,7 +124,7 @@ class EventTailer:
         self._read_timeout = block_ms / 1000 + command_timeout
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
-        self._sinks: list[ChangeSink] = []
+        self._sinks: list[_Subscriber] = []
         self._task: asyncio.Task[None] | None = None
         self._progress = asyncio.Event()
         self.epoch = ""
@@ -128,8 +136,11 @@ class EventTailer:
         self.bad_entries_total = 0
         self.epoch_changes_total = 0
 
-    def subscribe(self, sink: ChangeSink) -> None:
-        self._sinks.append(sink)
+    def subscribe(self, sink: ChangeSink, *, after: int) -> None:
+        """Deliver to ``sink`` the events with a revision above ``after`` (the caller passes the
+        newest revision it knows was committed, so a sink never sees writes that returned
+        before it subscribed, as with a store that publishes synchronously)."""
+        self._sinks.append(_Subscriber(sink, after))
 
     @property
     def cursor(self) -> bytes:
@@ -156,10 +167,15 @@ class EventTailer:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
+        if task is None:
+            return
+        task.cancel()
+        # Library code can lose a cancellation (asyncio.wait_for on 3.11 does when its inner
+        # await completes at the same moment); ask again until the task has really ended.
+        while not (await asyncio.wait({task}, timeout=1.0))[0]:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        with contextlib.suppress(asyncio.CancelledError):
+            task.result()
 
     async def persist_cursor(self) -> None:
         """Write the current position now (at close; the loop does it after each batch)."""
@@ -179,11 +195,13 @@ class EventTailer:
     async def _run(self) -> None:
         failures = 0
         while True:
-            conn = self._executor.make_dedicated_connection(read_timeout=self._read_timeout)
+            conn = self._executor.make_dedicated_connection()
             try:
                 await conn.connect()  # type: ignore[no-untyped-call]  # untyped in redis-py
                 while True:
-                    await self._round(conn)
+                    # Bounded here: XREAD blocks block_ms, a live Redis answers within the rest.
+                    async with asyncio.timeout(self._read_timeout):
+                        await self._round(conn)
                     failures = 0
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 self._health.mark_down(f"event stream read failed: {exc}")
@@ -240,6 +258,8 @@ class EventTailer:
             self.delivered,
         )
         self.delivered = 0
+        for sub in self._sinks:
+            sub.after = 0
         self._signal_progress()
 
     def _deliver(self, entries: list[tuple[bytes, list[bytes]]]) -> None:
@@ -264,9 +284,11 @@ class EventTailer:
                 log.error("redis event %s is malformed (%r); skipped", entry_id, exc)
                 self.delivered = revision
                 continue
-            for sink in self._sinks:
+            for sub in self._sinks:
+                if revision <= sub.after:
+                    continue
                 try:
-                    sink(change)
+                    sub.sink(change)
                 except Exception:
                     self.sink_errors_total += 1
                     log.exception("change sink failed on revision %d", revision)

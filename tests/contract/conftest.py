@@ -32,8 +32,10 @@ from pathlib import Path
 import pytest
 
 from adapters.kv.store import KvAdapter
-from gateway.config.settings import KvSettings
+from adapters.redis import RedisAdapter
+from gateway.config.settings import KvSettings, RedisSettings
 from gateway.state.adapter import StateAdapter
+from tests.integration.redis_server import RedisServer, redis_available
 
 ENGINE_ID = "contract-engine"
 
@@ -64,7 +66,23 @@ async def kv_file_based(tmp_path: Path) -> AsyncIterator[AdapterCase]:
     await adapter.close()
 
 
-ADAPTER_FIXTURES = ["kv_in_memory", "kv_file_based"]
+@pytest.fixture
+async def redis_adapter(tmp_path: Path) -> AsyncIterator[AdapterCase]:
+    # A private redis-server on a free port (tests/integration/redis_server.py).
+    if not redis_available():
+        pytest.skip("redis-server is not installed")
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        adapter = RedisAdapter(RedisSettings(redis_url=server.url), engine_id=ENGINE_ID)
+        await adapter.start()
+        yield AdapterCase(adapter, ordered=False)  # Redis does not keep key order
+        await adapter.close()
+    finally:
+        server.kill()
+
+
+ADAPTER_FIXTURES = ["kv_in_memory", "kv_file_based", "redis_adapter"]
 
 
 @pytest.fixture(params=ADAPTER_FIXTURES)
