@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from adapters.kv.records import NeedData, Op, decode_at
+from adapters.kv.records import NEED_DATA, NeedData, Op, decode_at, decode_fields
 from adapters.kv.table import KvTable
 from gateway.errors import CorruptDataError, StorageError
 
@@ -57,6 +57,8 @@ _SNAPSHOT = ("snap-", ".snap")
 _META = "STORE"
 _LOCK = "LOCK"
 _FORMAT = 1
+_PUT = int(Op.PUT)
+_DELETE = int(Op.DELETE)
 
 
 def _numbered(directory: Path, kind: tuple[str, str]) -> list[tuple[int, Path]]:
@@ -242,6 +244,7 @@ def replay_segments(
     applied = 0
     log_bytes = 0
     torn: TornTail | None = None
+    put, remove = table.put, table.remove
     for index, (first, path) in enumerate(live):
         if first != expected:
             raise CorruptDataError(
@@ -250,36 +253,40 @@ def replay_segments(
         is_last = index == len(live) - 1
         data = path.read_bytes()
         offset = 0
-        while offset < len(data):
-            failure: str
+        size = len(data)
+        while offset < size:
             try:
-                result = decode_at(data, offset)
-            except CorruptDataError as exc:
-                result, failure = NeedData(), exc.message
-            else:
+                fields = decode_fields(data, offset)
                 failure = "record is cut short"
-            if isinstance(result, NeedData):
+            except CorruptDataError as exc:
+                fields, failure = NEED_DATA, exc.message
+            if isinstance(fields, NeedData):
                 if not is_last or _intact_record_follows(data, offset, (expected + 1, expected + 2)):
                     raise CorruptDataError(failure, path=str(path), offset=offset)
-                torn = TornTail(path, offset, len(data) - offset)
+                torn = TornTail(path, offset, size - offset)
                 _truncate(path, offset)
                 break
-            record, end = result
-            if record.revision != expected or record.op not in (Op.PUT, Op.DELETE):
+            op, revision, scope, key, value, end = fields
+            if revision != expected or (op != _PUT and op != _DELETE):
                 raise CorruptDataError(
-                    f"expected a write at revision {expected}, found {record.op.name} "
-                    f"at revision {record.revision}",
+                    f"expected a write at revision {expected}, found op {op} at revision {revision}",
                     path=str(path),
                     offset=offset,
                 )
-            if record.revision > snapshot_revision:
-                table.apply(record)
+            if revision > snapshot_revision:
+                if value is not None:
+                    put(scope, key, (revision, value))
+                else:
+                    remove(scope, key)
                 applied += 1
             expected += 1
             offset = end
         log_bytes += offset
     return SegmentReplay(
-        revision=expected - 1 if live else snapshot_revision, records=applied, log_bytes=log_bytes, torn=torn
+        revision=expected - 1 if live else snapshot_revision,
+        records=applied,
+        log_bytes=log_bytes,
+        torn=torn,
     )
 
 

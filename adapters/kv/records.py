@@ -38,12 +38,16 @@ __all__ = [
     "HEADER_SIZE",
     "MAX_BODY_BYTES",
     "NEED_DATA",
+    "Fields",
     "NeedData",
     "Op",
     "Record",
     "RecordDecoder",
     "decode_at",
+    "decode_chunk",
+    "decode_fields",
     "decode_value",
+    "encode_chunk",
     "encode_delete",
     "encode_put",
     "encode_record",
@@ -61,12 +65,18 @@ _UNICODE_ERRORS: Final = "surrogatepass"
 
 
 class Op(enum.IntEnum):
-    """What a record does. Snapshot files frame their key records with BEGIN and END."""
+    """What a record does.
+
+    The log holds only PUT and DELETE. A snapshot file is BEGIN, CHUNKs (many keys of one scope
+    in one record, so loading them is a few C-level calls instead of a Python loop per key),
+    then END.
+    """
 
     PUT = 1
     DELETE = 2
     SNAPSHOT_BEGIN = 3
     SNAPSHOT_END = 4
+    SNAPSHOT_CHUNK = 5
 
 
 class NeedData:
@@ -138,6 +148,33 @@ def encode_delete(revision: int, scope: str, key: str) -> bytes:
     return _frame(revision, body)
 
 
+def encode_chunk(
+    revision: int, scope: str, keys: list[str], revisions: list[int], values: list[bytes]
+) -> bytes:
+    """A snapshot CHUNK: parallel lists of keys, their revisions and stored values."""
+    payload = msgpack.packb([keys, revisions, values], unicode_errors=_UNICODE_ERRORS)
+    return encode_record(Record(Op.SNAPSHOT_CHUNK, revision, scope, "", payload))
+
+
+def decode_chunk(record: Record) -> tuple[list[str], list[int], list[bytes]]:
+    """The lists of a CHUNK record; raises CorruptDataError (no offset) if they are malformed."""
+    try:
+        keys, revisions, values = msgpack.unpackb(record.value, raw=False, unicode_errors=_UNICODE_ERRORS)
+    except Exception as exc:
+        raise CorruptDataError(f"snapshot chunk does not decode: {exc}") from None
+    if not (
+        type(keys) is type(revisions) is type(values) is list and len(keys) == len(revisions) == len(values)
+    ):
+        raise CorruptDataError("snapshot chunk lists are malformed")
+    if keys and not (
+        set(map(type, keys)) == {str}
+        and set(map(type, revisions)) == {int}
+        and set(map(type, values)) == {bytes}
+    ):
+        raise CorruptDataError("snapshot chunk holds a value of the wrong type")
+    return keys, revisions, values
+
+
 def encode_record(record: Record) -> bytes:
     """Any record, e.g. the BEGIN/END frames of a snapshot."""
     body = msgpack.packb(
@@ -146,57 +183,61 @@ def encode_record(record: Record) -> bytes:
     return _frame(record.revision, body)
 
 
-def decode_at(buf: bytes | bytearray | memoryview, offset: int) -> tuple[Record, int] | NeedData:
-    """Decode the record that starts at ``offset``.
+Fields = tuple[int, int, str, str, "bytes | None", int]
+"""(op, revision, scope, key, value, end offset): a record without the object, for replay."""
 
-    Returns the record and the offset just past it, or NEED_DATA when the buffer ends inside
-    the record. Raises CorruptDataError (with ``offset``) when the record fails its checks.
+_PUT: Final = int(Op.PUT)
+_DELETE: Final = int(Op.DELETE)
+_FRAMES: Final = (int(Op.SNAPSHOT_BEGIN), int(Op.SNAPSHOT_END), int(Op.SNAPSHOT_CHUNK))
+
+
+def decode_fields(buf: bytes | bytearray, offset: int) -> Fields | NeedData:
+    """The hot path of replay: decode the record at ``offset`` into a plain tuple.
+
+    Returns NEED_DATA when the buffer ends inside the record. Raises CorruptDataError (with
+    ``offset``) when it fails its checks. Slicing copies only this record's bytes, and no
+    buffer export outlives the call, so a ``bytearray`` stays resizable.
     """
-    size = len(buf)
-    if size - offset < HEADER_SIZE:
+    if len(buf) - offset < HEADER_SIZE:
         return NEED_DATA
     crc, length, revision = _HEADER.unpack_from(buf, offset)
     if length > MAX_BODY_BYTES:
         raise CorruptDataError(f"record length {length} is over the limit", offset=offset)
     end = offset + HEADER_SIZE + length
-    if end > size:
+    if end > len(buf):
         return NEED_DATA
-    # The view is released before returning or raising, so a bytearray buffer stays resizable.
-    with memoryview(buf) as view:
-        crc_ok = zlib.crc32(view[offset + 4 : end]) == crc
-        body: Any = None
-        error: Exception | None = None
-        if crc_ok:
-            try:
-                body = msgpack.unpackb(
-                    view[offset + HEADER_SIZE : end], raw=False, unicode_errors=_UNICODE_ERRORS
-                )
-            except Exception as exc:  # a valid CRC over bytes that are not msgpack (a bug, or crafted)
-                error = exc
-    if not crc_ok:
+    if zlib.crc32(buf[offset + 4 : end]) != crc:
         raise CorruptDataError("record checksum mismatch", offset=offset)
-    if error is not None:
-        raise CorruptDataError(f"record body does not decode: {error}", offset=offset) from None
-    return _check_body(body, revision, offset), end
-
-
-def _check_body(body: Any, revision: int, offset: int) -> Record:
+    try:
+        body = msgpack.unpackb(buf[offset + HEADER_SIZE : end], raw=False, unicode_errors=_UNICODE_ERRORS)
+    except Exception as exc:  # a valid CRC over bytes that are not msgpack (a bug, or crafted)
+        raise CorruptDataError(f"record body does not decode: {exc}", offset=offset) from None
     if type(body) is not list or len(body) != 4:
         raise CorruptDataError("record body is not [op, scope, key, value]", offset=offset)
     op, scope, key, value = body
     if type(scope) is not str or type(key) is not str:
         raise CorruptDataError("record scope or key is not a string", offset=offset)
-    if op == Op.PUT:
+    if op == _PUT:
         if type(value) is not bytes:
             raise CorruptDataError("PUT record without a value", offset=offset)
-        return Record(Op.PUT, revision, scope, key, value)
-    if op == Op.DELETE:
+    elif op == _DELETE:
         if value is not None:
             raise CorruptDataError("DELETE record with a value", offset=offset)
-        return Record(Op.DELETE, revision, scope, key, None)
-    if op in (Op.SNAPSHOT_BEGIN, Op.SNAPSHOT_END) and (value is None or type(value) is bytes):
-        return Record(Op(op), revision, scope, key, value)
-    raise CorruptDataError(f"unknown record op {op!r}", offset=offset)
+    elif op not in _FRAMES or not (value is None or type(value) is bytes):
+        raise CorruptDataError(f"unknown record op {op!r}", offset=offset)
+    return op, revision, scope, key, value, end
+
+
+def decode_at(buf: bytes | bytearray, offset: int) -> tuple[Record, int] | NeedData:
+    """Decode the record that starts at ``offset``: the record and the offset past it.
+
+    Same outcomes as :func:`decode_fields` (NEED_DATA, or CorruptDataError with ``offset``).
+    """
+    fields = decode_fields(buf, offset)
+    if isinstance(fields, NeedData):
+        return fields
+    op, revision, scope, key, value, end = fields
+    return Record(Op(op), revision, scope, key, value), end
 
 
 class RecordDecoder:

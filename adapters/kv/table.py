@@ -90,6 +90,19 @@ class KvTable:
         """A consistent copy for a snapshot: O(keys) pointer copies, no value copies."""
         return [(scope, keys.copy()) for scope, keys in self._scopes.items()]
 
+    def load(self, scope: str, keys: list[str], slots: Iterable[Slot]) -> int:
+        """Bulk-add keys of one scope (snapshot loading); returns how many were new."""
+        table = self._scopes.get(scope)
+        if table is None:
+            table = self._scopes[scope] = {}
+        before = len(table)
+        table.update(zip(keys, slots, strict=True))
+        added = len(table) - before
+        self._keys += added
+        if not table:
+            del self._scopes[scope]
+        return added
+
     def apply(self, record: Record) -> None:
         """Replay one PUT or DELETE record (snapshot frame records are not table content)."""
         if record.op is Op.PUT:
