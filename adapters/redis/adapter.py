@@ -202,7 +202,7 @@ class RedisAdapter:
                 "redis store epoch is %s but engine %s last read epoch %s: delivering the new history",
                 self._epoch, self.engine_id, cursor[0],
             )  # fmt: skip
-        self._tailer.start(self._epoch, position)
+        self._tailer.start(self._epoch, position, saved=cursor == (self._epoch, position))
         self._state = _OPEN
         if self.reconcile_interval > 0:
             self._reconciler = asyncio.create_task(self._run_reconciler(), name="redis-scope-reconcile")

@@ -156,13 +156,18 @@ class EventTailer:
         except ValueError:
             return None
 
-    def start(self, epoch: str, from_revision: int) -> None:
-        """Begin delivering events after ``from_revision`` of ``epoch``."""
+    def start(self, epoch: str, from_revision: int, *, saved: bool) -> None:
+        """Begin delivering events after ``from_revision`` of ``epoch``.
+
+        ``saved`` says whether that position is already the stored cursor; if not, it is saved
+        with the first read (or at close), so a restart resumes from here even if no event
+        arrived in between.
+        """
         if self._task is not None:
             raise RuntimeError("tailer already started")
         self.epoch = epoch
         self.delivered = from_revision
-        self._persisted = self.cursor
+        self._persisted = self.cursor if saved else None
         self._task = asyncio.create_task(self._run(), name="redis-event-tailer")
 
     async def stop(self) -> None:

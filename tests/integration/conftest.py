@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from adapters.redis import RedisAdapter
+from gateway.config.settings import RedisSettings
 from tests.integration.redis_server import RedisServer, redis_available
 
 RedisFactory = Callable[..., RedisServer]
@@ -44,3 +46,30 @@ def redis_server(redis_factory: RedisFactory) -> RedisServer:
 def redis_server_aof(redis_factory: RedisFactory) -> RedisServer:
     """A fresh redis-server with ``appendonly yes`` and ``appendfsync always`` (survives kill -9)."""
     return redis_factory(appendonly=True)
+
+
+AdapterFactory = Callable[..., Awaitable[RedisAdapter]]
+
+
+@pytest.fixture
+async def redis_adapter_factory() -> AsyncIterator[AdapterFactory]:
+    """Started RedisAdapters: ``await make(server_or_url, engine_id="e1", **settings)``.
+
+    Every adapter made here is closed at teardown (close is idempotent, so tests may close
+    their own earlier, e.g. to restart one with the same engine id).
+    """
+    adapters: list[RedisAdapter] = []
+
+    async def make(
+        target: RedisServer | str, *, engine_id: str = "engine-1", start: bool = True, **settings: Any
+    ) -> RedisAdapter:
+        url = target.url if isinstance(target, RedisServer) else target
+        adapter = RedisAdapter(RedisSettings(redis_url=url, **settings), engine_id=engine_id)
+        adapters.append(adapter)
+        if start:
+            await adapter.start()
+        return adapter
+
+    yield make
+    for adapter in adapters:
+        await adapter.close()

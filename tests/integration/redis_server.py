@@ -260,6 +260,16 @@ class RedisServer:
             proc.kill()
             proc.wait(timeout=10)
 
+    def pause(self) -> None:
+        """SIGSTOP: the process keeps its sockets but answers nothing (a hung server)."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)
+
     def restart(self) -> None:
         """Kill -9 and start again on the same port with the same data directory."""
         self.kill()
