@@ -1,0 +1,615 @@
+"""The frames of the federation link as frozen dataclasses, with strict wire codecs.
+
+Every frame is a msgpack map with a ``"type"`` tag. ``to_wire()`` gives the map, the classmethod
+``from_wire(map)`` checks every field's type and size and raises :class:`RemoteProtocolError`
+(code ``MALFORMED_FRAME``, the message names the frame type and the field) on anything else, so
+code past :func:`decode_message` never sees a wrongly-typed field. Outgoing messages are built by
+our own typed code and are not re-validated (mypy does that job, and the hot path stays cheap).
+Unknown extra keys are tolerated, so a newer peer can add optional fields; the handshake hashes
+the raw maps, so even ignored fields are authenticated.
+
+Handshake (see :mod:`gateway.link.auth`): ``Hello`` -> ``Challenge`` -> ``Auth`` -> ``AuthOk``.
+
+Traffic after it is asymmetric: the client (the downstream gateway) sends ``Request`` and
+``Cancel``; the server answers each request exactly once with ``Response`` or ``ErrorResponse``.
+A ``watch`` request is a stream: its id is the subscription id carried by ``WatchEvent``,
+``BacklogEnd`` and ``Progress``, and its one ``Response``/``ErrorResponse`` ends the stream
+(``HISTORY_GONE``, ``FORBIDDEN``, ``CANCELLED`` ...). ``Cancel(id)`` asks the server to abandon a
+request or end a watch; the server still answers it (with ``CANCELLED`` if it had not finished).
+This replaces a separate ``unwatch`` op: one mechanism, and the final answer tells the client
+exactly when no more events can arrive. ``Ping``/``Pong`` are heartbeats from either side, and
+``Close(code, reason)`` ends the link.
+
+Request ops and their ``args`` are typed too (:func:`parse_args`); result shapes, by op:
+``get`` -> ``{"value", "revision"}`` or nil; ``set``/``delete``/``update`` -> ``{"existed",
+"old_value", "new_value", "revision", "errors"}``; ``list`` -> values; ``items`` ->
+``[[key, value, revision], ...]``; ``list_groups`` -> scopes; ``info`` -> ``{"epoch",
+"revision"}``; ``ping`` -> ``{}``; ``snapshot`` -> ``{"epoch", "revision", "items": [[scope, key,
+value, revision], ...]}``; ``watch`` -> ``{"revision"}`` when the stream ends normally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final, NoReturn
+
+from gateway.errors import (
+    AuthError,
+    ForbiddenError,
+    GatewayError,
+    HistoryGone,
+    InputError,
+    RemoteProtocolError,
+)
+from gateway.link.frames import MALFORMED_FRAME
+from gateway.state.adapter import Change, ChangeKind
+
+__all__ = [
+    "KEY_SIZE",
+    "NONCE_SIZE",
+    "PROTOCOL_VERSIONS",
+    "SESSION_SIZE",
+    "SIGNATURE_SIZE",
+    "Auth",
+    "AuthOk",
+    "BacklogEnd",
+    "Cancel",
+    "Challenge",
+    "Close",
+    "ErrorResponse",
+    "Hello",
+    "Message",
+    "Ping",
+    "Pong",
+    "Progress",
+    "Request",
+    "Response",
+    "WatchEvent",
+    "check_json",
+    "decode_message",
+    "error_from_wire",
+]
+
+PROTOCOL_VERSIONS: Final = (1,)
+KEY_SIZE: Final = 32  # raw Ed25519 public key
+NONCE_SIZE: Final = 32
+SESSION_SIZE: Final = 16
+SIGNATURE_SIZE: Final = 64
+CERT_HASH_SIZE: Final = 32  # sha256 of the server's TLS certificate (DER)
+MAX_ID_LEN: Final = 256  # client_id / server_id
+MAX_VERSIONS: Final = 16
+MIN_FRAME_SIZE: Final = 1024  # smallest max frame size a peer may advertise
+_MAX_U64: Final = 2**64 - 1
+_EVENT_TYPES: Final = frozenset(kind.value for kind in ChangeKind)
+
+
+# -- field checks -------------------------------------------------------------------------
+
+
+def _bad(frame_type: str, field: str, expected: str, value: Any) -> NoReturn:
+    raise RemoteProtocolError(
+        f"{frame_type}.{field}: expected {expected}, got {type(value).__name__}", code=MALFORMED_FRAME
+    )
+
+
+def _get(frame: Mapping[str, Any], frame_type: str, field: str) -> Any:
+    try:
+        return frame[field]
+    except KeyError:
+        raise RemoteProtocolError(f"{frame_type}: missing field {field!r}", code=MALFORMED_FRAME) from None
+
+
+def _uint(frame: Mapping[str, Any], t: str, field: str) -> int:
+    value = _get(frame, t, field)
+    if type(value) is not int or not 0 <= value <= _MAX_U64:
+        _bad(t, field, "an unsigned integer", value)
+    return value
+
+
+def _str(frame: Mapping[str, Any], t: str, field: str, max_len: int | None = None) -> str:
+    value = _get(frame, t, field)
+    if type(value) is not str:
+        _bad(t, field, "a string", value)
+    if max_len is not None and len(value) > max_len:
+        raise RemoteProtocolError(f"{t}.{field}: longer than {max_len} characters", code=MALFORMED_FRAME)
+    return value
+
+
+def _opt_str(frame: Mapping[str, Any], t: str, field: str) -> str | None:
+    value = frame.get(field)
+    if value is not None and type(value) is not str:
+        _bad(t, field, "a string or nil", value)
+    return value
+
+
+def _bytes(frame: Mapping[str, Any], t: str, field: str, size: int) -> bytes:
+    value = _get(frame, t, field)
+    if type(value) is not bytes:
+        _bad(t, field, f"{size} bytes", value)
+    if len(value) != size:
+        raise RemoteProtocolError(
+            f"{t}.{field}: expected {size} bytes, got {len(value)}", code=MALFORMED_FRAME
+        )
+    return value
+
+
+def _opt_frame_size(frame: Mapping[str, Any], t: str) -> int | None:
+    value = frame.get("mf")
+    if value is not None and (type(value) is not int or not MIN_FRAME_SIZE <= value < 2**32):
+        _bad(t, "mf", f"a frame size of at least {MIN_FRAME_SIZE} bytes, or nil", value)
+    return value
+
+
+def check_json(value: Any, where: str) -> None:
+    """Raise :class:`RemoteProtocolError` unless ``value`` is plain JSON data.
+
+    msgpack can carry what JSON cannot (bytes, timestamps, non-string map keys); state values
+    are JSON, and a stray ``bytes`` would only fail much later in a worker's JSON encoder. The
+    walk is iterative: nesting depth is bounded by msgpack, not by Python's recursion limit.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            for key, sub in item.items():
+                if type(key) is not str:
+                    raise RemoteProtocolError(
+                        f"{where}: JSON object keys must be strings", code=MALFORMED_FRAME
+                    )
+                stack.append(sub)
+        elif kind is list:
+            stack.extend(item)
+        elif item is not None and kind not in (str, int, float, bool):
+            raise RemoteProtocolError(f"{where}: {kind.__name__} is not a JSON value", code=MALFORMED_FRAME)
+
+
+def _json(frame: Mapping[str, Any], t: str, field: str) -> Any:
+    value = _get(frame, t, field)
+    check_json(value, f"{t}.{field}")
+    return value
+
+
+# -- handshake ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """Client -> server: who I am, a fresh nonce, the time, the TLS cert I saw (if any)."""
+
+    TYPE: ClassVar[str] = "hello"
+    versions: tuple[int, ...]
+    client_id: str
+    client_pub: bytes
+    nonce: bytes
+    timestamp_ms: int
+    cert_hash: bytes | None = None
+    max_frame_size: int | None = None  # the largest frame the client accepts after the handshake
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "type": self.TYPE,
+            "v": list(self.versions),
+            "client_id": self.client_id,
+            "client_pub": self.client_pub,
+            "nc": self.nonce,
+            "t": self.timestamp_ms,
+            "ch": self.cert_hash,
+            "mf": self.max_frame_size,
+        }
+
+    @classmethod
+    def from_wire(cls, frame: Mapping[str, Any]) -> Hello:
+        t = cls.TYPE
+        versions = _get(frame, t, "v")
+        if type(versions) is not list or not 0 < len(versions) <= MAX_VERSIONS:
+            _bad(t, "v", f"a list of 1 to {MAX_VERSIONS} versions", versions)
+        for v in versions:
+            if type(v) is not int or not 0 < v <= 0xFFFF:
+                _bad(t, "v", "a list of small positive integers", v)
+        cert_hash = frame.get("ch")
+        if cert_hash is not None and (type(cert_hash) is not bytes or len(cert_hash) != CERT_HASH_SIZE):
+            _bad(t, "ch", f"{CERT_HASH_SIZE} bytes or nil", cert_hash)
+        return cls(
+            versions=tuple(versions),
+            client_id=_str(frame, t, "client_id", MAX_ID_LEN),
+            client_pub=_bytes(frame, t, "client_pub", KEY_SIZE),
+            nonce=_bytes(frame, t, "nc", NONCE_SIZE),
+            timestamp_ms=_uint(frame, t, "t"),
+            cert_hash=cert_hash,
+            max_frame_size=_opt_frame_size(frame, t),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """Server -> client: the chosen version, who I am, my nonce and time, a session id."""
+
+    TYPE: ClassVar[str] = "challenge"
+    version: int
+    server_id: str
+    server_pub: bytes
+    nonce: bytes
+    timestamp_ms: int
+    session: bytes
+    max_frame_size: int | None = None  # the largest frame the server accepts after the handshake
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "type": self.TYPE,
+            "v": self.version,
+            "server_id": self.server_id,
+            "server_pub": self.server_pub,
+            "ns": self.nonce,
+            "t": self.timestamp_ms,
+            "session": self.session,
+            "mf": self.max_frame_size,
+        }
+
+    @classmethod
+    def from_wire(cls, frame: Mapping[str, Any]) -> Challenge:
+        t = cls.TYPE
+        return cls(
+            version=_uint(frame, t, "v"),
+            server_id=_str(frame, t, "server_id", MAX_ID_LEN),
+            server_pub=_bytes(frame, t, "server_pub", KEY_SIZE),
+            nonce=_bytes(frame, t, "ns", NONCE_SIZE),
+            timestamp_ms=_uint(frame, t, "t"),
+            session=_bytes(frame, t, "session", SESSION_SIZE),
+            max_frame_size=_opt_frame_size(frame, t),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """Client -> server: my signature over the handshake transcript."""
+
+    TYPE: ClassVar[str] = "auth"
+    signature: bytes
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "sig": self.signature}
+
+    @classmethod
+    def from_wire(cls, frame: Mapping[str, Any]) -> Auth:
+        return cls(signature=_bytes(frame, cls.TYPE, "sig", SIGNATURE_SIZE))
+
+
+@dataclass(frozen=True, slots=True)
+class AuthOk:
+    """Server -> client: my signature over the transcript, and what you may do.
+
+    The permissions are informative (the server enforces them); they are left out when the
+    frame would exceed the pre-auth frame limit, so a client must not enforce them itself.
+    """
+
+    TYPE: ClassVar[str] = "auth_ok"
+    signature: bytes
+    permissions: dict[str, list[str]] | None  # nil when they would not fit a pre-auth frame
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "sig": self.signature, "perms": self.permissions}
+
+    @classmethod
+    def from_wire(cls, frame: Mapping[str, Any]) -> AuthOk:
+        t = cls.TYPE
+        perms = frame.get("perms")
+        if perms is None:
+            return cls(signature=_bytes(frame, t, "sig", SIGNATURE_SIZE), permissions=None)
+        if type(perms) is not dict:
+            _bad(t, "perms", "a map or nil", perms)
+        for action, patterns in perms.items():
+            if type(patterns) is not list or any(type(p) is not str for p in patterns):
+                _bad(t, f"perms.{action}", "a list of strings", patterns)
+        return cls(signature=_bytes(frame, t, "sig", SIGNATURE_SIZE), permissions=perms)
+
+
+# -- requests and answers -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """Client -> server: run ``op`` with ``args`` (checked per op by :func:`parse_args`)."""
+
+    TYPE: ClassVar[str] = "req"
+    id: int
+    op: str
+    args: dict[str, Any]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "id": self.id, "op": self.op, "args": self.args}
+
+    @classmethod
+    def from_wire(cls, frame: Mapping[str, Any]) -> Request:
+        t = cls.TYPE
+        args = frame.get("args", {})
+        if type(args) is not dict:
+            _bad(t, "args", "a map", args)
+        return cls(id=_uint(frame, t, "id"), op=_str(frame, t, "op", 64), args=args)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """Server -> client: the result of request ``id`` (for a watch: the stream ended)."""
+
+    TYPE: ClassVar[str] = "res"
+    id: int
+    result: Any
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "id": self.id, "result": self.result}
+
+    @classmethod
+    def from_wire(cls, frame: Mapping[str, Any]) -> Response:
+        t = cls.TYPE
+        return cls(id=_uint(frame, t, "id"), result=_json(frame, t, "result"))
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorResponse:
+    """Server -> client: request ``id`` failed with a wire error ``code``."""
+
+    TYPE: ClassVar[str] = "err"
+    id: int
+    code: str
+    message: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "id": self.id, "code": self.code, "message": self.message}
+
+    @classmethod
+    def from_wire(cls, frame: Mapping[str, Any]) -> ErrorResponse:
+        t = cls.TYPE
+        return cls(
+            id=_uint(frame, t, "id"), code=_str(frame, t, "code", 64), message=_str(frame, t, "message")
+        )
+
+    def to_exception(self) -> GatewayError:
+        return error_from_wire(self.code, self.message)
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Client -> server: abandon request ``id`` or end watch ``id``; it is still answered once."""
+
+    TYPE: ClassVar[str] = "cancel"
+    id: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "id": self.id}
+
+    @classmethod
+    def from_wire(cls, frame: Mapping[str, Any]) -> Cancel:
+        return cls(id=_uint(frame, cls.TYPE, "id"))
+
+
+# -- watch streams ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """Server -> client: one committed change on watch ``sub_id`` (the watch request's id)."""
+
+    TYPE: ClassVar[str] = "event"
+    sub_id: int
+    scope: str
+    key: str
+    event_type: str  # a ChangeKind value: state:created | state:updated | state:deleted
+    old_value: Any
+    new_value: Any
+    revision: int
+    origin: str
+    epoch: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "type": self.TYPE,
+            "sub": self.sub_id,
+            "scope": self.scope,
+            "key": self.key,
+            "event_type": self.event_type,
+            "old_value": self.old_value,
+            "new_value": self.new_value,
+            "revision": self.revision,
+            "origin": self.origin,
+            "epoch": self.epoch,
+        }
+
+    @classmethod
+    def from_wire(cls, frame: Mapping[str, Any]) -> WatchEvent:
+        t = cls.TYPE
+        event_type = _str(frame, t, "event_type", 64)
+        if event_type not in _EVENT_TYPES:
+            raise RemoteProtocolError(f"{t}.event_type: unknown {event_type!r}", code=MALFORMED_FRAME)
+        return cls(
+            sub_id=_uint(frame, t, "sub"),
+            scope=_str(frame, t, "scope"),
+            key=_str(frame, t, "key"),
+            event_type=event_type,
+            old_value=_json(frame, t, "old_value"),
+            new_value=_json(frame, t, "new_value"),
+            revision=_uint(frame, t, "revision"),
+            origin=_str(frame, t, "origin"),
+            epoch=_opt_str(frame, t, "epoch"),
+        )
+
+    @classmethod
+    def from_change(cls, sub_id: int, change: Change, epoch: str | None = None) -> WatchEvent:
+        return cls(
+            sub_id=sub_id,
+            scope=change.scope,
+            key=change.key,
+            event_type=change.kind.value,
+            old_value=change.old_value,
+            new_value=change.new_value,
+            revision=change.revision,
+            origin=change.origin,
+            epoch=epoch,
+        )
+
+    def to_change(self) -> Change:
+        return Change(
+            scope=self.scope,
+            key=self.key,
+            kind=ChangeKind(self.event_type),
+            old_value=self.old_value,
+            new_value=self.new_value,
+            revision=self.revision,
+            origin=self.origin,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BacklogEnd:
+    """Server -> client: the replay of watch ``sub_id`` is done up to ``revision``; live from here."""
+
+    TYPE: ClassVar[str] = "backlog_end"
+    sub_id: int
+    revision: int
+    epoch: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "sub": self.sub_id, "revision": self.revision, "epoch": self.epoch}
+
+    @classmethod
+    def from_wire(cls, frame: Mapping[str, Any]) -> BacklogEnd:
+        t = cls.TYPE
+        return cls(
+            sub_id=_uint(frame, t, "sub"), revision=_uint(frame, t, "revision"), epoch=_str(frame, t, "epoch")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Server -> client: watch ``sub_id`` has seen everything up to ``revision`` (a bookmark)."""
+
+    TYPE: ClassVar[str] = "progress"
+    sub_id: int
+    revision: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "sub": self.sub_id, "revision": self.revision}
+
+    @classmethod
+    def from_wire(cls, frame: Mapping[str, Any]) -> Progress:
+        t = cls.TYPE
+        return cls(sub_id=_uint(frame, t, "sub"), revision=_uint(frame, t, "revision"))
+
+
+# -- link control -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Either side: are you there? Answered by a ``Pong`` with the same nonce."""
+
+    TYPE: ClassVar[str] = "ping"
+    nonce: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "nonce": self.nonce}
+
+    @classmethod
+    def from_wire(cls, frame: Mapping[str, Any]) -> Ping:
+        return cls(nonce=_uint(frame, cls.TYPE, "nonce"))
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """Either side: the answer to ``Ping(nonce)``."""
+
+    TYPE: ClassVar[str] = "pong"
+    nonce: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "nonce": self.nonce}
+
+    @classmethod
+    def from_wire(cls, frame: Mapping[str, Any]) -> Pong:
+        return cls(nonce=_uint(frame, cls.TYPE, "nonce"))
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Either side: I am closing the link (``code`` is a wire code, ``reason`` human text)."""
+
+    TYPE: ClassVar[str] = "close"
+    code: str
+    reason: str = ""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "code": self.code, "reason": self.reason}
+
+    @classmethod
+    def from_wire(cls, frame: Mapping[str, Any]) -> Close:
+        t = cls.TYPE
+        return cls(code=_str(frame, t, "code", 64), reason=_str(frame, t, "reason", 1024))
+
+
+Message = (
+    Hello
+    | Challenge
+    | Auth
+    | AuthOk
+    | Request
+    | Response
+    | ErrorResponse
+    | Cancel
+    | WatchEvent
+    | BacklogEnd
+    | Progress
+    | Ping
+    | Pong
+    | Close
+)
+
+_DECODERS: Final[dict[str, Callable[[Mapping[str, Any]], Message]]] = {
+    cls.TYPE: cls.from_wire
+    for cls in (
+        Hello,
+        Challenge,
+        Auth,
+        AuthOk,
+        Request,
+        Response,
+        ErrorResponse,
+        Cancel,
+        WatchEvent,
+        BacklogEnd,
+        Progress,
+        Ping,
+        Pong,
+        Close,
+    )
+}
+
+
+def decode_message(frame: Mapping[str, Any]) -> Message:
+    """The message a decoded frame holds; :class:`RemoteProtocolError` if it is not one."""
+    tag = frame.get("type")
+    decoder = _DECODERS.get(tag) if type(tag) is str else None
+    if decoder is None:
+        raise RemoteProtocolError(f"unknown frame type {tag!r}", code=MALFORMED_FRAME)
+    return decoder(frame)
+
+
+_ERRORS_BY_CODE: Final[dict[str, Callable[[str], GatewayError]]] = {
+    ForbiddenError.code: ForbiddenError,
+    HistoryGone.code: HistoryGone,
+    AuthError.code: lambda message: AuthError(message, reason="denied"),
+    InputError.code: InputError,
+}
+
+
+def error_from_wire(code: str, message: str) -> GatewayError:
+    """The exception an ``ErrorResponse`` stands for, keeping the peer's code verbatim.
+
+    Known link codes map to their classes (so ``except HistoryGone`` works in the Bridge);
+    anything else (reference codes like ``SET_ERROR``) is a plain :class:`GatewayError`
+    carrying the code, so it reaches the worker exactly as the upstream spelled it.
+    """
+    factory = _ERRORS_BY_CODE.get(code)
+    if factory is not None:
+        return factory(message)
+    return GatewayError(message, code=code)
