@@ -283,13 +283,13 @@ class RedisAdapter:
     # ------------------------------------------------------------------ plumbing
 
     @contextlib.asynccontextmanager
-    async def _deadline(self, op: str) -> AsyncIterator[None]:
+    async def _deadline(self, op: str, *, write: bool = False) -> AsyncIterator[None]:
         """Bound a whole operation by the command timeout; map the overrun to AdapterTimeout."""
         try:
             async with asyncio.timeout(self._timeout):
                 yield
         except TimeoutError as exc:
-            raise self._exec.timeout_error(op, self._timeout) from exc
+            raise self._exec.timeout_error(op, self._timeout, maybe_applied=write) from exc
 
     def _check_open(self) -> None:
         if self._state != _OPEN:
@@ -450,7 +450,7 @@ class RedisAdapter:
     async def set(self, scope: str, key: str, value: JSON, *, origin: str | None = None) -> WriteResult:
         self._check_open()
         text = jsonutil.dumps(value)
-        async with self._deadline("set"):
+        async with self._deadline("set", write=True):
             rev, existed, old = await self._write(
                 lua.SET,
                 scope,
@@ -461,7 +461,7 @@ class RedisAdapter:
 
     async def delete(self, scope: str, key: str, *, origin: str | None = None) -> WriteResult:
         self._check_open()
-        async with self._deadline("delete"):
+        async with self._deadline("delete", write=True):
             rev, existed, old = await self._write(
                 lua.DELETE, scope, (_enc(scope), _enc(key), _enc(origin or self.engine_id), self._maxlen)
             )
@@ -480,7 +480,7 @@ class RedisAdapter:
         self._check_open()
         hash_key, field = self._keys.scope_hash(scope), _enc(key)
         source = _enc(origin or self.engine_id)
-        async with self._deadline("update"), self._locks.hold(scope, key):
+        async with self._deadline("update", write=True), self._locks.hold(scope, key):
             for attempt in range(self.cas_max_retries + 1):
                 if attempt:
                     self.cas_retries_total += 1

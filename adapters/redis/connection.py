@@ -50,6 +50,7 @@ Arg = bytes | str | int | float
 # The connection error redis-py raises when a Sentinel-managed master answered READONLY: the
 # server refused the command, so resending it to the new master is safe.
 _DEMOTED_MASTER = "The previous master is now a slave"
+_MAYBE_APPLIED = " (outcome unknown: the write may have been applied; the event stream will tell)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,13 +335,15 @@ class RedisExecutor:
         else:
             msg = f"redis at {where} unreachable during {command}: {exc}"
         if maybe_applied:
-            msg += " (the connection broke after the write was sent; it may or may not have been applied)"
+            msg += _MAYBE_APPLIED
         self.health.mark_down(msg)
         if isinstance(exc, RedisTimeoutError | TimeoutError):
             return AdapterTimeout(msg)
         return AdapterUnavailable(msg)
 
-    def timeout_error(self, command: str, seconds: float) -> AdapterTimeout:
+    def timeout_error(self, command: str, seconds: float, *, maybe_applied: bool = False) -> AdapterTimeout:
         msg = f"redis at {self.target.display} did not answer {command} within {seconds:g}s"
+        if maybe_applied:
+            msg += _MAYBE_APPLIED
         self.health.mark_down(msg)
         return AdapterTimeout(msg)
