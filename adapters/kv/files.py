@@ -385,17 +385,22 @@ class SegmentLog:
         self.segments = keep
         fsync_dir(self.directory)
 
-    def close(self, *, remove_all: bool = False) -> None:
-        """Fsync and close; ``remove_all`` deletes every segment (a snapshot covers them)."""
+    def close(self) -> None:
+        """Fsync (if anything is unsynced) and close the active segment. Idempotent."""
         if self._fd is None:
             return
         if self.unsynced:
             self.sync()
         os.close(self._fd)
         self._fd = None
-        if remove_all:
-            for _, path in self.segments:
-                path.unlink()
-            self.segments = []
-            self.total_bytes = 0
-            fsync_dir(self.directory)
+
+    def remove_all(self) -> None:
+        """Delete every segment of a closed log (a snapshot at its last revision covers them)."""
+        if self._fd is not None:
+            raise StorageError("remove_all() on an open log")
+        for _, path in self.segments:
+            path.unlink()
+        self.segments = []
+        self.total_bytes = 0
+        self.active_bytes = 0
+        fsync_dir(self.directory)

@@ -300,7 +300,7 @@ class KvAdapter:
             self._log.close()
             if image is not None:
                 self._write_snapshot_files(image, revision)
-                self._log.close(remove_all=True)
+                self._log.remove_all()
                 self._last_snapshot_revision = revision
             write_meta(self._dir, StoreMeta(self._epoch, clean=True, fsync=self.settings.fsync))
         finally:
