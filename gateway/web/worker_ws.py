@@ -1,0 +1,590 @@
+"""The worker WebSocket endpoint: drives one :class:`WorkerSession` per connected worker.
+
+:class:`WorkerHub` is what the composition root mounts on the worker port (``routes()``):
+``GET /`` is the control connection every ``iii-sdk`` worker opens, ``GET /otel`` the
+telemetry socket the SDK opens beside it (accepted and drained, so the SDK does not retry it).
+
+Per connection there is one reader (the aiohttp handler task: it decodes frames through the
+session and applies the events without awaiting anything but socket reads), one writer task
+draining a bounded outbox (so frames leave in the order they were queued, and a worker that
+stops reading slows only the calls addressed to it), and one task per incoming call, owned by
+the hub. The reader never waits on a call: a worker's handler may call back into the engine
+(nested calls), and those answers arrive through the same reader.
+
+Functions a worker registers go into the shared :class:`FunctionRegistry` with
+``owner=<worker id>``; their handler sends an E->W ``invokefunction`` and awaits the matching
+``invocationresult``. When the worker goes away, its functions and triggers are removed and
+every call still waiting on it fails with ``invocation_stopped``. When several live workers
+register the same function id, the newest serves it and the previous ones stand by: if it
+leaves, the next newest takes over (the reference engine rejects the duplicate instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import time
+from collections import deque
+from collections.abc import Coroutine
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from gateway.config.settings import ServerSettings
+from gateway.errors import GatewayError, InvocationError, LocalProtocolError
+from gateway.functions import DEFAULT_NAMESPACE, NO_RESULT, FunctionRegistry
+from gateway.jsonutil import dumps
+from gateway.metrics import Metrics
+from gateway.protocol import (
+    ABSENT,
+    HELLO_FUNCTION_ID,
+    Event,
+    FrameError,
+    Ignored,
+    InvocationResult,
+    InvokeFunction,
+    NamespaceDeclared,
+    Outgoing,
+    Reattach,
+    RegisterFunction,
+    RegisterTrigger,
+    SessionState,
+    UnregisterFunction,
+    UnregisterTrigger,
+    WorkerSession,
+)
+from gateway.triggers.registry import Trigger, TriggerRegistry
+
+__all__ = ["WorkerConnection", "WorkerHub"]
+
+log = logging.getLogger(__name__)
+
+FunctionKey = tuple[str, str]  # (namespace, function id)
+
+_ENQUEUE_ERROR = {"code": "enqueue_error", "message": "No queue provider is installed."}
+
+
+def _stopped() -> InvocationError:
+    return InvocationError("Invocation stopped", code="invocation_stopped")
+
+
+def _error_from_wire(error: Any) -> InvocationError:
+    """A worker's error body, forwarded unchanged (code, message, stacktrace) to the caller."""
+    if isinstance(error, dict):
+        stack = error.get("stacktrace")
+        return InvocationError(
+            str(error.get("message", "")),
+            code=str(error.get("code") or "invocation_failed"),
+            stacktrace=stack if isinstance(stack, str) else None,
+        )
+    return InvocationError(str(error), code="invocation_failed")
+
+
+class _Outbox:
+    """A bounded FIFO of frames for one socket; ``put`` waits for room, ``close`` frees waiters."""
+
+    def __init__(self, limit: int) -> None:
+        self._items: deque[str] = deque()
+        self._limit = limit
+        self._nonempty = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put_nowait(self, frame: str) -> bool:
+        if self.closed or len(self._items) >= self._limit:
+            return False
+        self._items.append(frame)
+        self._nonempty.set()
+        if len(self._items) >= self._limit:
+            self._room.clear()
+        return True
+
+    async def put(self, frame: str) -> bool:
+        """Queue a frame, waiting while full. False when the socket closed meanwhile."""
+        while not self.closed and len(self._items) >= self._limit:
+            await self._room.wait()
+        return self.put_nowait(frame)
+
+    async def get(self) -> str | None:
+        """The next frame, or None once closed."""
+        while not self._items:
+            if self.closed:
+                return None
+            self._nonempty.clear()
+            await self._nonempty.wait()
+        frame = self._items.popleft()
+        if len(self._items) < self._limit:
+            self._room.set()
+        return frame
+
+    def close(self) -> None:
+        self.closed = True
+        self._items.clear()
+        self._room.set()
+        self._nonempty.set()
+
+
+class WorkerConnection:
+    """One connected worker: its session, socket, outbox and the calls waiting on it."""
+
+    def __init__(self, session: WorkerSession, ws: web.WebSocketResponse, *, outbox_size: int) -> None:
+        self.session = session
+        self.ws = ws
+        self.id = session.worker_id
+        self.outbox = _Outbox(outbox_size)
+        self.connected_at = time.time()
+        #: Functions this worker registered, by (namespace, id), for failover re-installs.
+        self.functions: dict[FunctionKey, RegisterFunction] = {}
+        #: Calls from this worker being processed now (bounded by the hub).
+        self.inflight = 0
+        self._calls: dict[str, asyncio.Future[InvocationResult]] = {}
+        self.cleaned = False
+
+    def __repr__(self) -> str:
+        return f"<WorkerConnection {self.id} {self.session.state.name} calls={len(self._calls)}>"
+
+    @property
+    def namespace(self) -> str:
+        return self.session.namespace or DEFAULT_NAMESPACE
+
+    async def send(self, frame: str) -> bool:
+        """Queue a frame (waits while the outbox is full). False if the worker is gone."""
+        return await self.outbox.put(frame)
+
+    async def call(self, function_id: str, payload: Any, metadata: Any) -> Any:
+        """Run ``function_id`` on this worker: E->W ``invokefunction``, then await its result."""
+        if not self.session.can_call:
+            raise _stopped()
+        try:
+            invocation_id, frame = self.session.begin_call(function_id, payload, metadata)
+        except LocalProtocolError as exc:
+            raise InvocationError(str(exc), code="invocation_error") from None
+        except (ValueError, TypeError) as exc:
+            raise InvocationError(f"payload is not JSON: {exc}", code="serialization_error") from None
+        future: asyncio.Future[InvocationResult] = asyncio.get_running_loop().create_future()
+        self._calls[invocation_id] = future
+        try:
+            if not await self.outbox.put(frame):
+                raise _stopped()
+            answer = await future
+        finally:
+            self._calls.pop(invocation_id, None)
+            self.session.abandon_call(invocation_id)
+        if answer.error is not None:
+            raise _error_from_wire(answer.error)
+        return NO_RESULT if answer.result is ABSENT else answer.result
+
+    def resolve(self, answer: InvocationResult) -> None:
+        future = self._calls.get(answer.invocation_id)
+        if future is not None and not future.done():
+            future.set_result(answer)
+
+    def fail_calls(self) -> int:
+        """The socket is gone: every call still waiting on this worker fails (invocation_stopped)."""
+        failed = 0
+        for future in self._calls.values():
+            if not future.done():
+                future.set_exception(_stopped())
+                failed += 1
+        self._calls.clear()
+        return failed
+
+    def handler_for(self, function_id: str) -> Any:
+        async def handler(payload: Any, metadata: Any) -> Any:
+            return await self.call(function_id, payload, metadata)
+
+        return handler
+
+
+async def _not_invokable(payload: Any, metadata: Any) -> Any:
+    raise InvocationError(
+        "Function is HTTP-invoked; this engine does not call HTTP functions", code="function_not_invokable"
+    )
+
+
+class WorkerHub:
+    """All worker connections of one gateway, and the aiohttp handlers that accept them."""
+
+    def __init__(
+        self,
+        functions: FunctionRegistry,
+        triggers: TriggerRegistry,
+        settings: ServerSettings,
+        metrics: Metrics,
+        *,
+        heartbeat: float | None = 30.0,
+        outbox_size: int = 4096,
+        max_inflight_per_worker: int = 10_000,
+        close_timeout: float = 5.0,
+    ) -> None:
+        self.functions = functions
+        self.triggers = triggers
+        self.settings = settings
+        self.metrics = metrics
+        self.heartbeat = heartbeat
+        self.outbox_size = outbox_size
+        self.max_inflight_per_worker = max_inflight_per_worker
+        self.close_timeout = close_timeout
+        self._connections: dict[str, WorkerConnection] = {}
+        self._hosts: dict[FunctionKey, list[WorkerConnection]] = {}
+        self._otel: set[web.WebSocketResponse] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._caller: contextvars.ContextVar[WorkerConnection | None] = contextvars.ContextVar(
+            "iii_worker_caller", default=None
+        )
+        self._closing = False
+        functions.register_builtin(
+            HELLO_FUNCTION_ID, self._hello_builtin, description="Record a worker's metadata"
+        )
+
+    # -- public surface ---------------------------------------------------------------------
+
+    def routes(self) -> list[web.RouteDef]:
+        """``GET /`` (worker control socket) and ``GET /otel`` (telemetry, drained)."""
+        return [web.get("/", self.handle_worker), web.get("/otel", self.handle_otel)]
+
+    def statistics(self) -> dict[str, float]:
+        conns = list(self._connections.values())
+        return {
+            "workers_connected": float(len(conns)),
+            "invocations_in_flight": float(sum(c.session.pending_calls for c in conns)),
+            "worker_requests_in_flight": float(len(self._tasks)),
+            "worker_outbox_frames": float(sum(len(c.outbox) for c in conns)),
+        }
+
+    def workers(self) -> list[dict[str, Any]]:
+        """The connected workers and what they said about themselves (for listings and tests)."""
+        return [
+            {
+                "worker_id": c.id,
+                "namespace": c.namespace,
+                "name": c.session.worker_info.get("name"),
+                "runtime": c.session.worker_info.get("runtime"),
+                "version": c.session.worker_info.get("version"),
+                "functions": sorted(fid for _, fid in c.functions),
+                "connected_at": c.connected_at,
+            }
+            for c in self._connections.values()
+        ]
+
+    async def close(self) -> None:
+        """Close every worker with GOING_AWAY, then cancel and await every task the hub owns."""
+        self._closing = True
+        conns = list(self._connections.values())
+        for conn in conns:
+            conn.session.start_close(int(WSCloseCode.GOING_AWAY), "server shutdown")
+        closers = [self._close_socket(c.ws, WSCloseCode.GOING_AWAY, "server shutdown") for c in conns]
+        closers += [self._close_socket(ws, WSCloseCode.GOING_AWAY, "server shutdown") for ws in self._otel]
+        if closers:
+            await asyncio.gather(*closers)
+        for conn in conns:
+            self._cleanup(conn)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- handlers ---------------------------------------------------------------------------
+
+    async def handle_otel(self, request: web.Request) -> web.StreamResponse:
+        """The SDK's telemetry socket: binary OTLP/LOGS/MTRC frames, read and dropped."""
+        if self._closing:
+            raise web.HTTPServiceUnavailable(text="shutting down")
+        ws = web.WebSocketResponse(max_msg_size=self.settings.max_message_bytes)
+        await ws.prepare(request)
+        self._otel.add(ws)
+        try:
+            async for _ in ws:
+                pass
+        finally:
+            self._otel.discard(ws)
+        return ws
+
+    async def handle_worker(self, request: web.Request) -> web.StreamResponse:
+        """One worker control connection, from upgrade to cleanup."""
+        if self._closing:
+            raise web.HTTPServiceUnavailable(text="shutting down")
+        ws = web.WebSocketResponse(max_msg_size=self.settings.max_message_bytes, heartbeat=self.heartbeat)
+        await ws.prepare(request)
+        session = WorkerSession(max_message_bytes=self.settings.max_message_bytes)
+        conn = WorkerConnection(session, ws, outbox_size=self.outbox_size)
+        self._connections[conn.id] = conn
+        self.metrics.worker_connections.inc()
+        conn.outbox.put_nowait(session.initiate())
+        writer = asyncio.create_task(self._write_loop(conn), name=f"worker-writer-{conn.id}")
+        log.debug("worker %s connected from %s", conn.id, request.remote)
+        try:
+            await self._read_loop(conn)
+        finally:
+            self._cleanup(conn)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            if not ws.closed:
+                code, reason = session.close_reason or (int(WSCloseCode.OK), "")
+                await self._close_socket(ws, code, reason)
+            log.debug("worker %s disconnected (code %s)", conn.id, ws.close_code)
+        return ws
+
+    async def _read_loop(self, conn: WorkerConnection) -> None:
+        ws = conn.ws
+        while True:
+            msg = await ws.receive()
+            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                self._on_frame(conn, msg.data)
+                if conn.session.close_reason is not None:
+                    return
+            elif msg.type == WSMsgType.ERROR:
+                # aiohttp already closed the socket (e.g. 1009 for a message over max_msg_size).
+                self._count("too_large" if ws.close_code == WSCloseCode.MESSAGE_TOO_BIG else "ws_error")
+                log.info("worker %s: websocket error: %s", conn.id, ws.exception())
+                return
+            else:  # CLOSE, CLOSING, CLOSED
+                return
+
+    async def _write_loop(self, conn: WorkerConnection) -> None:
+        ws = conn.ws
+        try:
+            while (frame := await conn.outbox.get()) is not None:
+                await ws.send_str(frame)
+        except (ConnectionError, RuntimeError) as exc:  # the socket went away under us
+            log.debug("worker %s: send failed: %s", conn.id, exc)
+            conn.outbox.close()
+
+    # -- frames and events ------------------------------------------------------------------
+
+    def _on_frame(self, conn: WorkerConnection, data: str | bytes) -> None:
+        try:
+            events = conn.session.receive_frame(data)
+        except FrameError as exc:
+            self._count(exc.reason)
+            if conn.session.protocol_errors == 1:
+                log.info("worker %s sent a malformed message: %s", conn.id, exc.message)
+            for frame in conn.session.error_frames(exc):
+                self._send_or_close(conn, frame)
+            return
+        self._apply(conn, events)
+
+    def _apply(self, conn: WorkerConnection, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, InvokeFunction):
+                self._start_invocation(conn, event)
+            elif isinstance(event, InvocationResult):
+                conn.resolve(event)
+            elif isinstance(event, RegisterFunction):
+                self._register_function(conn, event)
+            elif isinstance(event, UnregisterFunction):
+                self._unregister_function(conn, (conn.namespace, event.id))
+            elif isinstance(event, RegisterTrigger):
+                self._register_trigger(conn, event)
+            elif isinstance(event, UnregisterTrigger):
+                self.triggers.unregister(event.id, owner=conn.id)
+            elif isinstance(event, Reattach):
+                self._reattach(conn, event)
+            elif isinstance(event, NamespaceDeclared):
+                self._move_functions(conn, event.previous or DEFAULT_NAMESPACE, event.namespace)
+            elif isinstance(event, Outgoing):
+                self._send_or_close(conn, event.frame)
+            elif isinstance(event, Ignored):
+                self._count(event.reason)
+
+    def _send_or_close(self, conn: WorkerConnection, frame: str) -> None:
+        """Queue a reply from the reader; a worker that floods us without reading is closed."""
+        if not conn.outbox.put_nowait(frame) and not conn.outbox.closed:
+            self._count("send_overflow")
+            conn.session.start_close(int(WSCloseCode.POLICY_VIOLATION), "outbox overflow")
+
+    def _count(self, reason: str) -> None:
+        self.metrics.protocol_errors.labels("worker", reason).inc()
+
+    # -- functions --------------------------------------------------------------------------
+
+    def _register_function(
+        self, conn: WorkerConnection, msg: RegisterFunction, *, namespace: str | None = None
+    ) -> None:
+        key = (namespace or conn.namespace, msg.id)
+        if self.functions.resolve(msg.id, key[0]) is not None and msg.id.startswith(("engine::", "state::")):
+            log.warning("worker %s registered %s, which a builtin shadows", conn.id, msg.id)
+        conn.functions[key] = msg
+        hosts = self._hosts.setdefault(key, [])
+        if conn in hosts:
+            hosts.remove(conn)
+        hosts.append(conn)
+        self._install(key, conn)
+
+    def _install(self, key: FunctionKey, conn: WorkerConnection) -> None:
+        msg = conn.functions[key]
+        extra = {
+            k: v
+            for k, v in (("request_format", msg.request_format), ("response_format", msg.response_format))
+            if v
+        }
+        self.functions.register(
+            msg.id,
+            _not_invokable if msg.invocation is not None else conn.handler_for(msg.id),
+            namespace=key[0],
+            owner=conn.id,
+            description=msg.description,
+            metadata=msg.metadata,
+            extra=extra,
+        )
+
+    def _move_functions(self, conn: WorkerConnection, old: str, new: str) -> None:
+        """The hello named the worker's namespace: re-home what it registered before it."""
+        for key in [k for k in conn.functions if k[0] == old]:
+            msg = conn.functions[key]
+            self._unregister_function(conn, key)
+            self._register_function(conn, msg, namespace=new)
+
+    def _unregister_function(self, conn: WorkerConnection, key: FunctionKey) -> None:
+        if conn.functions.pop(key, None) is None:
+            return
+        hosts = self._hosts.get(key, [])
+        if conn in hosts:
+            hosts.remove(conn)
+        if self.functions.unregister(key[1], namespace=key[0], owner=conn.id) and hosts:
+            self._install(key, hosts[-1])  # the previous host takes over
+        if not hosts:
+            self._hosts.pop(key, None)
+
+    # -- triggers ---------------------------------------------------------------------------
+
+    def _register_trigger(self, conn: WorkerConnection, msg: RegisterTrigger) -> None:
+        trigger = Trigger(
+            id=msg.id,
+            type=msg.trigger_type,
+            function_id=msg.function_id,
+            config=msg.config,
+            metadata=msg.metadata,
+            namespace=msg.namespace or conn.namespace,
+            owner=conn.id,
+        )
+        try:
+            self.triggers.register(trigger)
+        except GatewayError as exc:
+            error = exc.to_wire()
+        except Exception as exc:  # a provider bug must not end the connection
+            log.exception("trigger provider failed on %s", msg.id)
+            error = {"code": "trigger_registration_failed", "message": f"{type(exc).__name__}: {exc}"}
+        else:
+            return
+        log.info(
+            "worker %s: trigger %s (%s) refused: %s", conn.id, msg.id, msg.trigger_type, error["message"]
+        )
+        frame = {
+            "type": "triggerregistrationresult",
+            "id": msg.id,
+            "trigger_type": msg.trigger_type,
+            "function_id": msg.function_id,
+            "error": {"code": error["code"], "message": error["message"]},
+        }
+        self._send_or_close(conn, dumps(frame))
+
+    # -- reattach and cleanup ---------------------------------------------------------------
+
+    def _reattach(self, conn: WorkerConnection, msg: Reattach) -> None:
+        """Retire the worker's previous connection if it is still here (half-open socket)."""
+        old = self._connections.get(msg.previous_worker_id)
+        if old is None or old is conn:
+            return
+        if msg.reattach_token != old.session.reattach_token:
+            self._count("bad_reattach")
+            return
+        log.info("worker %s reattached as %s; retiring the old connection", old.id, conn.id)
+        old.session.start_close(int(WSCloseCode.GOING_AWAY), "reattached elsewhere")
+        self._cleanup(old)
+        self._spawn(self._close_socket(old.ws, WSCloseCode.GOING_AWAY, "reattached elsewhere"))
+
+    def _cleanup(self, conn: WorkerConnection) -> None:
+        """Forget a connection: its functions, triggers and waiting calls. Idempotent."""
+        if conn.cleaned:
+            return
+        conn.cleaned = True
+        if self._connections.get(conn.id) is conn:
+            del self._connections[conn.id]
+        if conn.session.state is not SessionState.CLOSED:
+            conn.session.close()
+        conn.outbox.close()
+        for key in list(conn.functions):
+            self._unregister_function(conn, key)
+        self.triggers.unregister_owner(conn.id)
+        stopped = conn.fail_calls()
+        if stopped:
+            log.info("worker %s left with %d calls in flight (invocation_stopped)", conn.id, stopped)
+
+    async def _close_socket(self, ws: web.WebSocketResponse, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.close_timeout):
+                await ws.close(code=code, message=reason.encode()[:120])
+
+    # -- calls from workers -----------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _start_invocation(self, conn: WorkerConnection, msg: InvokeFunction) -> None:
+        if conn.inflight >= self.max_inflight_per_worker:
+            self._count("overload")
+            limit = self.max_inflight_per_worker
+            err = {
+                "code": "invocation_error",
+                "message": f"too many concurrent calls from this worker ({limit})",
+            }
+            frame = conn.session.reply(msg, error=err)
+            if frame is not None:
+                self._send_or_close(conn, frame)
+            return
+        conn.inflight += 1
+        self._spawn(self._invoke(conn, msg))
+
+    async def _invoke(self, conn: WorkerConnection, msg: InvokeFunction) -> None:
+        """Run one call from a worker and answer it (sync), or not (void)."""
+        token = self._caller.set(conn)
+        try:
+            if msg.action is not None and msg.action.type == "enqueue":
+                frame = conn.session.reply(msg, error=dict(_ENQUEUE_ERROR))
+            else:
+                namespace = msg.namespace or conn.namespace
+                try:
+                    result = await self.functions.invoke(
+                        msg.function_id, msg.data, namespace=namespace, metadata=msg.metadata
+                    )
+                except GatewayError as exc:
+                    if msg.is_void:
+                        log.debug("void call of %s failed: %s", msg.function_id, exc)
+                    frame = conn.session.reply(msg, error=exc.to_wire())
+                else:
+                    frame = conn.session.reply(msg, result=ABSENT if result is NO_RESULT else result)
+            if frame is not None:
+                await conn.send(frame)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never let one call take the hub down
+            log.exception("call of %s from worker %s failed unexpectedly", msg.function_id, conn.id)
+        finally:
+            conn.inflight -= 1
+            self._caller.reset(token)
+
+    async def _hello_builtin(self, payload: Any, metadata: Any) -> Any:
+        """``engine::workers::register``: the session already took the namespace and metadata."""
+        conn = self._caller.get()
+        if conn is not None:
+            log.info(
+                "worker %s is %s (%s %s, namespace %s)",
+                conn.id,
+                conn.session.worker_info.get("name"),
+                conn.session.worker_info.get("runtime"),
+                conn.session.worker_info.get("version"),
+                conn.namespace,
+            )
+        return {"success": True}
