@@ -278,7 +278,7 @@ async def test_values_round_trip_exactly(case: AdapterCase) -> None:
 
 async def test_returned_values_do_not_alias_the_store(case: AdapterCase) -> None:
     a = case.adapter
-    value = {"list": [1, 2], "obj": {"x": 1}}
+    value: dict[str, Any] = {"list": [1, 2], "obj": {"x": 1}}
     original = copy.deepcopy(value)
     await a.set("s", "k", value)
     value["list"].append(3)  # the caller keeps using its own object
