@@ -47,7 +47,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
-from gateway.errors import AuthError, InputError, LinkClosed, LocalProtocolError, RemoteProtocolError
+from gateway.errors import AuthError, GatewayError, LinkClosed, LocalProtocolError, RemoteProtocolError
 from gateway.link.acl import Permissions
 from gateway.link.auth import AuthFailure, ClientHandshake, ServerHandshake
 from gateway.link.events import (
@@ -92,26 +92,23 @@ from gateway.link.messages import (
     WatchEvent,
     decode_message,
 )
-from gateway.link.requests import RequestArgs, parse_args
+from gateway.link.requests import RequestArgs
 from gateway.link.states import (
     ACCEPTS,
     CONNECTION_LOST,
-    DUPLICATE_REQUEST_ID,
     IDLE_TIMEOUT,
     NORMAL,
     NOT_AUTHENTICATED,
     POST_AUTH,
-    TOO_MANY_REQUESTS,
     TRANSITIONS,
     UNAUTHORIZED,
     UNEXPECTED_FRAME,
-    UNKNOWN_REQUEST_ID,
-    UNKNOWN_SUBSCRIPTION,
     VERSION_MISMATCH,
     Phase,
     Role,
     State,
 )
+from gateway.link.tables import ClientRequests, ServerRequests
 
 __all__ = ["LinkConnection", "Role", "State"]
 
@@ -160,6 +157,7 @@ class LinkConnection:
         self._clock = clock
 
         self._phase = Phase.START
+        self._accepts: frozenset[type] = frozenset()
         self._decoder = FrameDecoder(PRE_AUTH_MAX_FRAME_SIZE)
         self._send_limit = PRE_AUTH_MAX_FRAME_SIZE
         self._peer_limit = DEFAULT_MAX_FRAME_SIZE  # what the peer advertised in the handshake
@@ -173,10 +171,8 @@ class LinkConnection:
         self.handshake_failure: AuthFailure | None = None
         self.permissions: Permissions | None = None  # server: what the peer may do
 
-        self._next_id = 1
-        self._pending: dict[int, str] = {}  # client: request id -> op
-        self._cancelled: set[int] = set()  # client: pending ids whose answer we swallow
-        self._open: dict[int, str] = {}  # server: request id -> op, until answered
+        self._pending = ClientRequests()
+        self._open = ServerRequests(max_open_requests)
 
         now = clock()
         self._started_at = now
@@ -204,11 +200,11 @@ class LinkConnection:
 
     def pending_request_ids(self) -> list[int]:
         """Client: our requests (and watches) not answered yet, cancelled ones included."""
-        return list(self._pending)
+        return self._pending.ids()
 
     def open_request_ids(self) -> list[int]:
         """Server: requests (and watches) we received and have not answered yet."""
-        return list(self._open)
+        return self._open.ids()
 
     def statistics(self) -> dict[str, float]:
         return {
@@ -285,8 +281,7 @@ class LinkConnection:
     # -- frame handling ---------------------------------------------------------------------
 
     def _handle(self, msg: Message, frame: dict[str, Any]) -> None:
-        kind = type(msg)
-        if kind not in ACCEPTS[(self.role, self._phase)]:
+        if type(msg) not in self._accepts:
             self._unexpected(msg)
         match msg:
             case Request():
@@ -294,13 +289,13 @@ class LinkConnection:
             case Response() | ErrorResponse():
                 self._on_answer(msg)
             case WatchEvent():
-                if self._watch_live(msg.sub_id):
+                if self._pending.watch_live(msg.sub_id):
                     self._events.append(EventReceived(msg))
             case BacklogEnd():
-                if self._watch_live(msg.sub_id):
+                if self._pending.watch_live(msg.sub_id):
                     self._events.append(BacklogEndReceived(msg.sub_id, msg.revision, msg.epoch))
             case Progress():
-                if self._watch_live(msg.sub_id):
+                if self._pending.watch_live(msg.sub_id):
                     self._events.append(ProgressReceived(msg.sub_id, msg.revision))
             case Cancel():
                 if self._phase is Phase.OPEN and msg.id in self._open:
@@ -399,45 +394,22 @@ class LinkConnection:
     def _on_request(self, msg: Request) -> None:
         if self._phase is not Phase.OPEN:
             return  # we sent Close: we may not answer any more, the client fails it on our Close
-        rid = msg.id
-        if rid in self._open:
-            raise RemoteProtocolError(f"request id {rid} is already open", code=DUPLICATE_REQUEST_ID)
-        try:
-            args = parse_args(msg.op, msg.args)
-        except InputError as exc:
-            self._reject(rid, msg.op, exc.code, exc.message)
-            return
-        if len(self._open) >= self.max_open_requests:
-            self._reject(rid, args.OP, TOO_MANY_REQUESTS, f"more than {self.max_open_requests} open requests")
-            return
         assert self.permissions is not None
-        denied = self.permissions.check(args)
-        if denied is not None:
-            self._reject(rid, args.OP, denied.code, denied.message)
-            return
-        self._open[rid] = args.OP
-        self._events.append(RequestReceived(rid, args))
-
-    def _reject(self, rid: int, op: str, code: str, message: str) -> None:
-        self._queue(ErrorResponse(rid, code, message))
-        self._events.append(RequestRejected(rid, op, code, message))
+        admitted = self._open.admit(msg, self.permissions)
+        if isinstance(admitted, GatewayError):
+            self._queue(ErrorResponse(msg.id, admitted.code, admitted.message))
+            self._events.append(RequestRejected(msg.id, msg.op, admitted.code, admitted.message))
+        else:
+            self._events.append(RequestReceived(msg.id, admitted))
 
     def _on_answer(self, msg: Response | ErrorResponse) -> None:
-        op = self._pending.pop(msg.id, None)
+        op = self._pending.answered(msg.id)
         if op is None:
-            raise RemoteProtocolError(f"answer to unknown request id {msg.id}", code=UNKNOWN_REQUEST_ID)
-        if msg.id in self._cancelled:
-            self._cancelled.discard(msg.id)
             return
         if isinstance(msg, Response):
             self._events.append(ResponseReceived(msg.id, op, msg.result))
         else:
             self._events.append(ErrorReceived(msg.id, op, msg.code, msg.message))
-
-    def _watch_live(self, sub_id: int) -> bool:
-        if self._pending.get(sub_id) != "watch":
-            raise RemoteProtocolError(f"watch frame for unknown watch id {sub_id}", code=UNKNOWN_SUBSCRIPTION)
-        return sub_id not in self._cancelled
 
     def _on_close(self, msg: Close) -> None:
         if self.state is State.HANDSHAKE:
@@ -475,6 +447,7 @@ class LinkConnection:
         if old is not new and new not in TRANSITIONS[old]:
             raise LocalProtocolError(f"illegal transition {old.value} -> {new.value}")
         self._phase = phase
+        self._accepts = ACCEPTS.get((self.role, phase), frozenset())  # looked up once per phase
 
     def _closed(self, code: str, reason: str, *, remote: bool) -> None:
         self._set_phase(Phase.CLOSED)
@@ -515,14 +488,10 @@ class LinkConnection:
     def send_request(self, args: RequestArgs) -> int:
         """Client: queue a request; returns its id (for a watch, also the subscription id)."""
         self._require_open("send a request", Role.CLIENT)
-        rid = self._next_id
-        data = encode_frame(
-            {"type": Request.TYPE, "id": rid, "op": args.OP, "args": args.to_wire()}, self._send_limit
-        )
-        self._next_id = rid + 1
-        self._pending[rid] = args.OP
+        body = {"type": Request.TYPE, "id": self._pending.next_id, "op": args.OP, "args": args.to_wire()}
+        data = encode_frame(body, self._send_limit)  # may raise FRAME_TOO_LARGE: nothing recorded
         self._out.append(data)
-        return rid
+        return self._pending.add(args.OP)
 
     def cancel(self, request_id: int) -> bool:
         """Client: abandon a pending request or end a watch. Nothing about it surfaces after.
@@ -531,21 +500,18 @@ class LinkConnection:
         """
         if self.role is not Role.CLIENT:
             raise LocalProtocolError("only a client cancels requests")
-        if request_id not in self._pending or request_id in self._cancelled:
+        if not self._pending.can_cancel(request_id) or self._phase not in (Phase.OPEN, Phase.CLOSING):
             return False
-        if self._phase is Phase.OPEN:
+        if self._phase is Phase.OPEN:  # CLOSING: we may not send, but still swallow its answer
             self._queue(Cancel(request_id))
-        elif self._phase is not Phase.CLOSING:
-            return False
-        self._cancelled.add(request_id)
+        self._pending.cancel(request_id)
         return True
 
     def _answer(self, request_id: int, body: dict[str, Any], what: str) -> None:
         self._require_open(what, Role.SERVER)
-        if request_id not in self._open:
-            raise LocalProtocolError(f"cannot {what}: request {request_id} is not open")
+        self._open.check_open(request_id, what)
         data = encode_frame(body, self._send_limit)  # may raise FRAME_TOO_LARGE: id stays open
-        del self._open[request_id]
+        self._open.finish(request_id)
         self._out.append(data)
 
     def send_response(self, request_id: int, result: Any) -> None:
@@ -561,8 +527,7 @@ class LinkConnection:
 
     def _stream(self, sub_id: int, msg: WatchEvent | BacklogEnd | Progress) -> None:
         self._require_open("send on a watch", Role.SERVER)
-        if self._open.get(sub_id) != "watch":
-            raise LocalProtocolError(f"{sub_id} is not an open watch")
+        self._open.check_watch(sub_id)
         self._queue(msg)
 
     def send_event(self, event: WatchEvent) -> None:

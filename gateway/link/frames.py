@@ -161,9 +161,12 @@ class FrameDecoder:
         if available < HEADER_SIZE + length:
             self._compact()
             return None
-        body = bytes(buf[start + HEADER_SIZE : start + HEADER_SIZE + length])
-        self._pos = start + HEADER_SIZE + length
-        return self._decode(body)
+        end = start + HEADER_SIZE + length
+        self._pos = end
+        # Decode straight from the buffer (no copy); the views are released before the buffer
+        # can be resized again.
+        with memoryview(buf) as whole, whole[start + HEADER_SIZE : end] as body:
+            return self._decode(body)
 
     def __iter__(self) -> Iterator[Frame]:
         """Every complete frame currently buffered."""
@@ -175,7 +178,7 @@ class FrameDecoder:
             del self._buf[: self._pos]
             self._pos = 0
 
-    def _decode(self, body: bytes) -> Frame:
+    def _decode(self, body: memoryview) -> Frame:
         n = len(body)
         try:
             obj = msgpack.unpackb(
@@ -195,7 +198,7 @@ class FrameDecoder:
         if not isinstance(obj, dict):
             self._fail(f"frame body must be a msgpack map, got {type(obj).__name__}", MALFORMED_FRAME)
         for key in obj:
-            if not isinstance(key, str):
+            if type(key) is not str:
                 self._fail("frame map keys must be strings", MALFORMED_FRAME)
         return obj
 

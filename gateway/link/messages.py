@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, NoReturn
+from typing import Any, ClassVar, Final
 
 from gateway.errors import (
     AuthError,
@@ -43,6 +43,16 @@ from gateway.errors import (
     RemoteProtocolError,
 )
 from gateway.link.frames import MALFORMED_FRAME
+from gateway.link.wire import (
+    bad_field,
+    bytes_field,
+    check_json,
+    get_field,
+    json_field,
+    opt_str_field,
+    str_field,
+    uint_field,
+)
 from gateway.state.adapter import Change, ChangeKind
 
 __all__ = [
@@ -80,94 +90,13 @@ CERT_HASH_SIZE: Final = 32  # sha256 of the server's TLS certificate (DER)
 MAX_ID_LEN: Final = 256  # client_id / server_id
 MAX_VERSIONS: Final = 16
 MIN_FRAME_SIZE: Final = 1024  # smallest max frame size a peer may advertise
-_MAX_U64: Final = 2**64 - 1
 _EVENT_TYPES: Final = frozenset(kind.value for kind in ChangeKind)
-
-
-# -- field checks -------------------------------------------------------------------------
-
-
-def _bad(frame_type: str, field: str, expected: str, value: Any) -> NoReturn:
-    raise RemoteProtocolError(
-        f"{frame_type}.{field}: expected {expected}, got {type(value).__name__}", code=MALFORMED_FRAME
-    )
-
-
-def _get(frame: Mapping[str, Any], frame_type: str, field: str) -> Any:
-    try:
-        return frame[field]
-    except KeyError:
-        raise RemoteProtocolError(f"{frame_type}: missing field {field!r}", code=MALFORMED_FRAME) from None
-
-
-def _uint(frame: Mapping[str, Any], t: str, field: str) -> int:
-    value = _get(frame, t, field)
-    if type(value) is not int or not 0 <= value <= _MAX_U64:
-        _bad(t, field, "an unsigned integer", value)
-    return value
-
-
-def _str(frame: Mapping[str, Any], t: str, field: str, max_len: int | None = None) -> str:
-    value = _get(frame, t, field)
-    if type(value) is not str:
-        _bad(t, field, "a string", value)
-    if max_len is not None and len(value) > max_len:
-        raise RemoteProtocolError(f"{t}.{field}: longer than {max_len} characters", code=MALFORMED_FRAME)
-    return value
-
-
-def _opt_str(frame: Mapping[str, Any], t: str, field: str) -> str | None:
-    value = frame.get(field)
-    if value is not None and type(value) is not str:
-        _bad(t, field, "a string or nil", value)
-    return value
-
-
-def _bytes(frame: Mapping[str, Any], t: str, field: str, size: int) -> bytes:
-    value = _get(frame, t, field)
-    if type(value) is not bytes:
-        _bad(t, field, f"{size} bytes", value)
-    if len(value) != size:
-        raise RemoteProtocolError(
-            f"{t}.{field}: expected {size} bytes, got {len(value)}", code=MALFORMED_FRAME
-        )
-    return value
 
 
 def _opt_frame_size(frame: Mapping[str, Any], t: str) -> int | None:
     value = frame.get("mf")
     if value is not None and (type(value) is not int or not MIN_FRAME_SIZE <= value < 2**32):
-        _bad(t, "mf", f"a frame size of at least {MIN_FRAME_SIZE} bytes, or nil", value)
-    return value
-
-
-def check_json(value: Any, where: str) -> None:
-    """Raise :class:`RemoteProtocolError` unless ``value`` is plain JSON data.
-
-    msgpack can carry what JSON cannot (bytes, timestamps, non-string map keys); state values
-    are JSON, and a stray ``bytes`` would only fail much later in a worker's JSON encoder. The
-    walk is iterative: nesting depth is bounded by msgpack, not by Python's recursion limit.
-    """
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is dict:
-            for key, sub in item.items():
-                if type(key) is not str:
-                    raise RemoteProtocolError(
-                        f"{where}: JSON object keys must be strings", code=MALFORMED_FRAME
-                    )
-                stack.append(sub)
-        elif kind is list:
-            stack.extend(item)
-        elif item is not None and kind not in (str, int, float, bool):
-            raise RemoteProtocolError(f"{where}: {kind.__name__} is not a JSON value", code=MALFORMED_FRAME)
-
-
-def _json(frame: Mapping[str, Any], t: str, field: str) -> Any:
-    value = _get(frame, t, field)
-    check_json(value, f"{t}.{field}")
+        bad_field(t, "mf", f"a frame size of at least {MIN_FRAME_SIZE} bytes, or nil", value)
     return value
 
 
@@ -202,21 +131,21 @@ class Hello:
     @classmethod
     def from_wire(cls, frame: Mapping[str, Any]) -> Hello:
         t = cls.TYPE
-        versions = _get(frame, t, "v")
+        versions = get_field(frame, t, "v")
         if type(versions) is not list or not 0 < len(versions) <= MAX_VERSIONS:
-            _bad(t, "v", f"a list of 1 to {MAX_VERSIONS} versions", versions)
+            bad_field(t, "v", f"a list of 1 to {MAX_VERSIONS} versions", versions)
         for v in versions:
             if type(v) is not int or not 0 < v <= 0xFFFF:
-                _bad(t, "v", "a list of small positive integers", v)
+                bad_field(t, "v", "a list of small positive integers", v)
         cert_hash = frame.get("ch")
         if cert_hash is not None and (type(cert_hash) is not bytes or len(cert_hash) != CERT_HASH_SIZE):
-            _bad(t, "ch", f"{CERT_HASH_SIZE} bytes or nil", cert_hash)
+            bad_field(t, "ch", f"{CERT_HASH_SIZE} bytes or nil", cert_hash)
         return cls(
             versions=tuple(versions),
-            client_id=_str(frame, t, "client_id", MAX_ID_LEN),
-            client_pub=_bytes(frame, t, "client_pub", KEY_SIZE),
-            nonce=_bytes(frame, t, "nc", NONCE_SIZE),
-            timestamp_ms=_uint(frame, t, "t"),
+            client_id=str_field(frame, t, "client_id", MAX_ID_LEN),
+            client_pub=bytes_field(frame, t, "client_pub", KEY_SIZE),
+            nonce=bytes_field(frame, t, "nc", NONCE_SIZE),
+            timestamp_ms=uint_field(frame, t, "t"),
             cert_hash=cert_hash,
             max_frame_size=_opt_frame_size(frame, t),
         )
@@ -251,12 +180,12 @@ class Challenge:
     def from_wire(cls, frame: Mapping[str, Any]) -> Challenge:
         t = cls.TYPE
         return cls(
-            version=_uint(frame, t, "v"),
-            server_id=_str(frame, t, "server_id", MAX_ID_LEN),
-            server_pub=_bytes(frame, t, "server_pub", KEY_SIZE),
-            nonce=_bytes(frame, t, "ns", NONCE_SIZE),
-            timestamp_ms=_uint(frame, t, "t"),
-            session=_bytes(frame, t, "session", SESSION_SIZE),
+            version=uint_field(frame, t, "v"),
+            server_id=str_field(frame, t, "server_id", MAX_ID_LEN),
+            server_pub=bytes_field(frame, t, "server_pub", KEY_SIZE),
+            nonce=bytes_field(frame, t, "ns", NONCE_SIZE),
+            timestamp_ms=uint_field(frame, t, "t"),
+            session=bytes_field(frame, t, "session", SESSION_SIZE),
             max_frame_size=_opt_frame_size(frame, t),
         )
 
@@ -273,7 +202,7 @@ class Auth:
 
     @classmethod
     def from_wire(cls, frame: Mapping[str, Any]) -> Auth:
-        return cls(signature=_bytes(frame, cls.TYPE, "sig", SIGNATURE_SIZE))
+        return cls(signature=bytes_field(frame, cls.TYPE, "sig", SIGNATURE_SIZE))
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,13 +225,13 @@ class AuthOk:
         t = cls.TYPE
         perms = frame.get("perms")
         if perms is None:
-            return cls(signature=_bytes(frame, t, "sig", SIGNATURE_SIZE), permissions=None)
+            return cls(signature=bytes_field(frame, t, "sig", SIGNATURE_SIZE), permissions=None)
         if type(perms) is not dict:
-            _bad(t, "perms", "a map or nil", perms)
+            bad_field(t, "perms", "a map or nil", perms)
         for action, patterns in perms.items():
             if type(patterns) is not list or any(type(p) is not str for p in patterns):
-                _bad(t, f"perms.{action}", "a list of strings", patterns)
-        return cls(signature=_bytes(frame, t, "sig", SIGNATURE_SIZE), permissions=perms)
+                bad_field(t, f"perms.{action}", "a list of strings", patterns)
+        return cls(signature=bytes_field(frame, t, "sig", SIGNATURE_SIZE), permissions=perms)
 
 
 # -- requests and answers -----------------------------------------------------------------
@@ -325,8 +254,8 @@ class Request:
         t = cls.TYPE
         args = frame.get("args", {})
         if type(args) is not dict:
-            _bad(t, "args", "a map", args)
-        return cls(id=_uint(frame, t, "id"), op=_str(frame, t, "op", 64), args=args)
+            bad_field(t, "args", "a map", args)
+        return cls(id=uint_field(frame, t, "id"), op=str_field(frame, t, "op", 64), args=args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,7 +272,7 @@ class Response:
     @classmethod
     def from_wire(cls, frame: Mapping[str, Any]) -> Response:
         t = cls.TYPE
-        return cls(id=_uint(frame, t, "id"), result=_json(frame, t, "result"))
+        return cls(id=uint_field(frame, t, "id"), result=json_field(frame, t, "result"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,7 +291,9 @@ class ErrorResponse:
     def from_wire(cls, frame: Mapping[str, Any]) -> ErrorResponse:
         t = cls.TYPE
         return cls(
-            id=_uint(frame, t, "id"), code=_str(frame, t, "code", 64), message=_str(frame, t, "message")
+            id=uint_field(frame, t, "id"),
+            code=str_field(frame, t, "code", 64),
+            message=str_field(frame, t, "message"),
         )
 
     def to_exception(self) -> GatewayError:
@@ -381,7 +312,7 @@ class Cancel:
 
     @classmethod
     def from_wire(cls, frame: Mapping[str, Any]) -> Cancel:
-        return cls(id=_uint(frame, cls.TYPE, "id"))
+        return cls(id=uint_field(frame, cls.TYPE, "id"))
 
 
 # -- watch streams ------------------------------------------------------------------------
@@ -419,19 +350,19 @@ class WatchEvent:
     @classmethod
     def from_wire(cls, frame: Mapping[str, Any]) -> WatchEvent:
         t = cls.TYPE
-        event_type = _str(frame, t, "event_type", 64)
+        event_type = str_field(frame, t, "event_type", 64)
         if event_type not in _EVENT_TYPES:
             raise RemoteProtocolError(f"{t}.event_type: unknown {event_type!r}", code=MALFORMED_FRAME)
         return cls(
-            sub_id=_uint(frame, t, "sub"),
-            scope=_str(frame, t, "scope"),
-            key=_str(frame, t, "key"),
+            sub_id=uint_field(frame, t, "sub"),
+            scope=str_field(frame, t, "scope"),
+            key=str_field(frame, t, "key"),
             event_type=event_type,
-            old_value=_json(frame, t, "old_value"),
-            new_value=_json(frame, t, "new_value"),
-            revision=_uint(frame, t, "revision"),
-            origin=_str(frame, t, "origin"),
-            epoch=_opt_str(frame, t, "epoch"),
+            old_value=json_field(frame, t, "old_value"),
+            new_value=json_field(frame, t, "new_value"),
+            revision=uint_field(frame, t, "revision"),
+            origin=str_field(frame, t, "origin"),
+            epoch=opt_str_field(frame, t, "epoch"),
         )
 
     @classmethod
@@ -476,7 +407,9 @@ class BacklogEnd:
     def from_wire(cls, frame: Mapping[str, Any]) -> BacklogEnd:
         t = cls.TYPE
         return cls(
-            sub_id=_uint(frame, t, "sub"), revision=_uint(frame, t, "revision"), epoch=_str(frame, t, "epoch")
+            sub_id=uint_field(frame, t, "sub"),
+            revision=uint_field(frame, t, "revision"),
+            epoch=str_field(frame, t, "epoch"),
         )
 
 
@@ -494,7 +427,7 @@ class Progress:
     @classmethod
     def from_wire(cls, frame: Mapping[str, Any]) -> Progress:
         t = cls.TYPE
-        return cls(sub_id=_uint(frame, t, "sub"), revision=_uint(frame, t, "revision"))
+        return cls(sub_id=uint_field(frame, t, "sub"), revision=uint_field(frame, t, "revision"))
 
 
 # -- link control -------------------------------------------------------------------------
@@ -512,7 +445,7 @@ class Ping:
 
     @classmethod
     def from_wire(cls, frame: Mapping[str, Any]) -> Ping:
-        return cls(nonce=_uint(frame, cls.TYPE, "nonce"))
+        return cls(nonce=uint_field(frame, cls.TYPE, "nonce"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -527,7 +460,7 @@ class Pong:
 
     @classmethod
     def from_wire(cls, frame: Mapping[str, Any]) -> Pong:
-        return cls(nonce=_uint(frame, cls.TYPE, "nonce"))
+        return cls(nonce=uint_field(frame, cls.TYPE, "nonce"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -544,7 +477,7 @@ class Close:
     @classmethod
     def from_wire(cls, frame: Mapping[str, Any]) -> Close:
         t = cls.TYPE
-        return cls(code=_str(frame, t, "code", 64), reason=_str(frame, t, "reason", 1024))
+        return cls(code=str_field(frame, t, "code", 64), reason=str_field(frame, t, "reason", 1024))
 
 
 Message = (

@@ -33,6 +33,12 @@ from gateway.link.messages import (
     Response,
     WatchEvent,
 )
+from gateway.link.tables import (
+    DUPLICATE_REQUEST_ID,
+    TOO_MANY_REQUESTS,
+    UNKNOWN_REQUEST_ID,
+    UNKNOWN_SUBSCRIPTION,
+)
 
 __all__ = [
     "ACCEPTS",
@@ -68,11 +74,7 @@ CONNECTION_LOST: Final = "CONNECTION_LOST"
 # Protocol error codes (a Close with one of these precedes ERROR).
 UNEXPECTED_FRAME: Final = "UNEXPECTED_FRAME"
 NOT_AUTHENTICATED: Final = "NOT_AUTHENTICATED"
-UNKNOWN_REQUEST_ID: Final = "UNKNOWN_REQUEST_ID"
-UNKNOWN_SUBSCRIPTION: Final = "UNKNOWN_SUBSCRIPTION"
-DUPLICATE_REQUEST_ID: Final = "DUPLICATE_REQUEST_ID"
 # Request error codes.
-TOO_MANY_REQUESTS: Final = "TOO_MANY_REQUESTS"
 CANCELLED: Final = "CANCELLED"
 
 

@@ -153,6 +153,8 @@ _MISSING = object()
         (MESSAGES[9], "result", {"a": {"b": [b"\x00"]}}),
         (MESSAGES[9], "result", msgpack.Timestamp(1, 0)),
         (MESSAGES[9], "result", {"a": {1: 2}}),
+        (MESSAGES[9], "result", [1.0, float("nan")]),
+        (MESSAGES[9], "result", {"x": float("-inf")}),
         (MESSAGES[9], "result", _MISSING),
         (MESSAGES[11], "code", 5),
         (MESSAGES[11], "message", None),
