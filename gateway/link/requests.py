@@ -164,9 +164,15 @@ class UpdateArgs:
     ops: tuple[dict[str, Any], ...]
     origin: str | None = None
     idem: str | None = None
+    # The caller's max_value_bytes: the upstream refuses (VALUE_TOO_LARGE) and writes nothing
+    # when the result is larger, as a local update would.
+    max_value_bytes: int | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return _write_extras(self, {"scope": self.scope, "key": self.key, "ops": list(self.ops)})
+        wire = _write_extras(self, {"scope": self.scope, "key": self.key, "ops": list(self.ops)})
+        if self.max_value_bytes is not None:
+            wire["max_value_bytes"] = self.max_value_bytes
+        return wire
 
     @classmethod
     def from_wire(cls, args: Mapping[str, Any]) -> UpdateArgs:
@@ -174,12 +180,16 @@ class UpdateArgs:
         ops = _json(args, op, "ops")
         if type(ops) is not list or len(ops) > MAX_UPDATE_OPS or any(type(o) is not dict for o in ops):
             _bad(op, "ops", f"a list of at most {MAX_UPDATE_OPS} maps", ops)
+        limit = args.get("max_value_bytes")
+        if limit is not None and (type(limit) is not int or limit < 0):
+            _bad(op, "max_value_bytes", "a non-negative integer or nil", limit)
         return cls(
             _str(args, op, "scope"),
             _str(args, op, "key"),
             tuple(ops),
             _opt_str(args, op, "origin"),
             _opt_str(args, op, "idem"),
+            limit,
         )
 
 
@@ -231,21 +241,27 @@ class WatchArgs:
 
     ``from_revision=None`` means "live only, from now". The backlog (changes after
     ``from_revision`` still in the upstream's history) comes first, then ``BacklogEnd``.
+    ``epoch`` is the store epoch ``from_revision`` belongs to: when it is not the upstream's
+    current epoch the revision means nothing there, and the watch ends with ``HISTORY_GONE``.
     """
 
     OP: ClassVar[str] = "watch"
     patterns: tuple[str, ...]
     from_revision: int | None = None
+    epoch: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {"patterns": list(self.patterns), "from_revision": self.from_revision}
+        wire: dict[str, Any] = {"patterns": list(self.patterns), "from_revision": self.from_revision}
+        if self.epoch is not None:
+            wire["epoch"] = self.epoch
+        return wire
 
     @classmethod
     def from_wire(cls, args: Mapping[str, Any]) -> WatchArgs:
         rev = args.get("from_revision")
         if rev is not None and (type(rev) is not int or rev < 0):
             _bad(cls.OP, "from_revision", "a non-negative integer or nil", rev)
-        return cls(_patterns(args, cls.OP), rev)
+        return cls(_patterns(args, cls.OP), rev, _opt_str(args, cls.OP, "epoch"))
 
 
 @dataclass(frozen=True, slots=True)
