@@ -160,7 +160,7 @@ class KvAdapter:
         self._snapshot_task: asyncio.Task[None] | None = None
         self._snapshot_waiters: list[asyncio.Future[int]] = []
         self._force_compact = False
-        self._next_fsync_at = 0.0
+        self._sync_due_at: float | None = None  # fsync=interval: when unsynced data must be synced
         self._last_snapshot_revision = 0
         self._bytes_since_snapshot = 0
         self._records_since_snapshot = 0
@@ -457,19 +457,13 @@ class KvAdapter:
         try:
             while True:
                 self._wake.clear()
-                interval_due = (
-                    self.settings.fsync == "interval"
-                    and self._log.unsynced
-                    and loop.time() >= self._next_fsync_at
-                )
-                if self._buf or interval_due or self._force_compact:
+                due = self._sync_due_at
+                if self._buf or self._force_compact or (due is not None and loop.time() >= due):
                     await self._flush_batch(loop, interval)
                     continue
                 if self._state != _OPEN:
                     return
-                timeout = None
-                if self.settings.fsync == "interval" and self._log.unsynced:
-                    timeout = max(0.0, self._next_fsync_at - loop.time())
+                timeout = None if due is None else max(0.0, due - loop.time())
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(timeout):
                         await self._wake.wait()
@@ -485,7 +479,12 @@ class KvAdapter:
         self._drained.set()
         policy = self.settings.fsync
         closing = self._state != _OPEN
-        sync = policy == "always" or closing or (policy == "interval" and loop.time() >= self._next_fsync_at)
+        now = loop.time()
+        if policy == "interval" and data and self._sync_due_at is None:
+            self._sync_due_at = now + interval  # the loss window opens with the first unsynced write
+        due = self._sync_due_at
+        sync = policy == "always" or closing or (due is not None and now >= due)
+        records = self._records_since_snapshot
         compact = self._snapshot_task is None and (
             self._force_compact or self._bytes_since_snapshot + len(data) >= self.settings.compact_after_bytes
         )
@@ -494,22 +493,21 @@ class KvAdapter:
         if compact or self._log.active_bytes + len(data) >= self.segment_max_bytes:
             roll_to = upto + 1 if self._log.active_first_revision != upto + 1 else None
         image = self._table.image() if compact else None
-        was_unsynced = self._log.unsynced
         async with self._io_lock:
             await asyncio.to_thread(self._write_batch, data, sync, roll_to)
+        if not self._log.unsynced:
+            self._sync_due_at = None
         if data:
             self._bytes_since_snapshot += len(data)
             if self._metrics is not None:
                 self._metrics.log_bytes_written.inc(len(data))
-            if not was_unsynced and self._log.unsynced:
-                self._next_fsync_at = loop.time() + interval
         for raw in pending:
             self._publish(raw)
         batch.set_result(None)
         if image is not None:
             self._force_compact = False
             self._bytes_since_snapshot = 0
-            self._records_since_snapshot = 0
+            self._records_since_snapshot -= records  # writes made during the I/O stay counted
             self._snapshot_task = asyncio.create_task(self._snapshot(image, upto), name="kv-snapshot")
 
     def _write_batch(self, data: bytearray, sync: bool, roll_to: int | None) -> None:

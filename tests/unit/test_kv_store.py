@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -221,3 +223,31 @@ async def test_close_keeps_a_log_of_distinct_keys(tmp_path: Path) -> None:
         await adapter.set("s", f"k{i}", i)
     await adapter.close()
     assert list(tmp_path.glob("snap-*")) == []  # records == keys: a snapshot would not pay
+
+
+async def wait_for(predicate: Callable[[], bool]) -> None:
+    """Poll a condition the flusher makes true (bounded; never a fixed sleep)."""
+    async with asyncio.timeout(5):
+        while not predicate():
+            await asyncio.sleep(0.002)
+
+
+@pytest.mark.parametrize("policy", ["interval", "never"])
+async def test_interval_and_never_write_without_fsync_until_due(tmp_path: Path, policy: str) -> None:
+    adapter = await opened(file_settings(tmp_path, fsync=policy, save_interval_ms=600_000))
+    for i in range(20):
+        await adapter.set("s", f"k{i}", i)
+        await asyncio.sleep(0)  # let the flusher take batches as a server's loop would
+    await wait_for(lambda: adapter.statistics()["kv_write_buffer_bytes"] == 0)
+    stats = adapter.statistics()
+    assert stats["kv_log_bytes"] > 0 and stats["kv_fsyncs_total"] == 0
+    await adapter.close()
+    assert adapter.statistics()["kv_fsyncs_total"] == 1  # close syncs everything once
+
+
+async def test_interval_fsyncs_once_the_interval_has_passed(tmp_path: Path) -> None:
+    adapter = await opened(file_settings(tmp_path, fsync="interval", save_interval_ms=20))
+    await adapter.set("s", "k", 1)
+    assert adapter.statistics()["kv_fsyncs_total"] == 0  # acknowledged before any fsync
+    await wait_for(lambda: adapter.statistics()["kv_fsyncs_total"] >= 1)
+    await adapter.close()
