@@ -165,12 +165,14 @@ class Permissions:
     def _scope(self, action: Action, op: str, scope: str) -> ForbiddenError | None:
         if self.allows(action, scope):
             return None
-        return ForbiddenError(f"{op}: this peer may not {action} scope {scope!r}")
+        return ForbiddenError(f"{op}: this peer may not {action} scope {scope!r:.200}")
 
     def _patterns(self, action: Action, op: str, patterns: Iterable[str]) -> ForbiddenError | None:
         for pattern in patterns:
             if not self.allows_pattern(action, pattern):
-                return ForbiddenError(f"{op}: this peer may not {action} every scope matching {pattern!r}")
+                return ForbiddenError(
+                    f"{op}: this peer may not {action} every scope matching {pattern!r:.200}"
+                )
         return None
 
     def to_wire(self) -> dict[str, list[str]]:

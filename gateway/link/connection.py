@@ -92,7 +92,7 @@ from gateway.link.messages import (
     WatchEvent,
     decode_message,
 )
-from gateway.link.requests import RequestArgs
+from gateway.link.requests import OPS, RequestArgs
 from gateway.link.states import (
     ACCEPTS,
     CONNECTION_LOST,
@@ -398,7 +398,8 @@ class LinkConnection:
         admitted = self._open.admit(msg, self.permissions)
         if isinstance(admitted, GatewayError):
             self._queue(ErrorResponse(msg.id, admitted.code, admitted.message))
-            self._events.append(RequestRejected(msg.id, msg.op, admitted.code, admitted.message))
+            op = msg.op if msg.op in OPS else "unknown"  # the event's op is a metric label: bounded
+            self._events.append(RequestRejected(msg.id, op, admitted.code, admitted.message))
         else:
             self._events.append(RequestReceived(msg.id, admitted))
 

@@ -96,7 +96,8 @@ class RequestReceived:
 @dataclass(frozen=True, slots=True)
 class RequestRejected:
     """Server: a request the connection already answered with an error (bad args, unknown op,
-    FORBIDDEN, too many open requests). For metrics; nothing to send."""
+    FORBIDDEN, too many open requests). For metrics; nothing to send. ``op`` is one of the
+    link ops or ``"unknown"``, so it is safe as a metric label."""
 
     request_id: int
     op: str

@@ -523,7 +523,7 @@ def decode_message(frame: Mapping[str, Any]) -> Message:
     tag = frame.get("type")
     decoder = _DECODERS.get(tag) if type(tag) is str else None
     if decoder is None:
-        raise RemoteProtocolError(f"unknown frame type {tag!r}", code=MALFORMED_FRAME)
+        raise RemoteProtocolError(f"unknown frame type {tag!r:.80}", code=MALFORMED_FRAME)
     return decoder(frame)
 
 

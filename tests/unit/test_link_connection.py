@@ -395,9 +395,9 @@ def test_bad_args_and_unknown_ops_are_request_errors_not_link_errors() -> None:
     pair.server.receive_data(frame(type="req", id=100, op="get", args={"scope": 1}))
     pair.server.receive_data(frame(type="req", id=101, op="frobnicate", args={}))
     events = drain(pair.server)
-    assert [(e.request_id, e.code) for e in events if isinstance(e, RequestRejected)] == [
-        (100, "deserialization_error"),
-        (101, "UNKNOWN_OP"),
+    assert [(e.request_id, e.op, e.code) for e in events if isinstance(e, RequestRejected)] == [
+        (100, "get", "deserialization_error"),
+        (101, "unknown", "UNKNOWN_OP"),  # a peer cannot invent metric label values
     ]
     assert pair.server.state is State.OPEN
     decoder = FrameDecoder()
