@@ -116,6 +116,7 @@ def _rss_mb() -> float:
 
 async def _fill(path: Path, keys: int) -> None:
     adapter = KvAdapter(_settings("never", path, compact_after_bytes=_NO_COMPACTION), engine_id="bench")
+    adapter.close_compact_min_bytes = _NO_COMPACTION  # leave a pure log for the first restart
     await adapter.start()
     for i in range(keys):
         await adapter.set(f"scope-{i % 16}", f"key-{i:08d}", _value(i))

@@ -213,7 +213,8 @@ def _intact_record_follows(data: bytes, start: int, revisions: tuple[int, ...]) 
 class SegmentReplay:
     """What replaying the log found."""
 
-    revision: int  # the last revision applied (the snapshot's when the log adds nothing)
+    revision: int  # the store's revision: the last one in the log, or the snapshot's if later
+    log_revision: int | None  # the last revision in the log (None: no segment to replay)
     records: int  # log records applied (after the snapshot)
     log_bytes: int  # bytes of the replayed segments after truncation
     torn: TornTail | None
@@ -283,7 +284,8 @@ def replay_segments(
             offset = end
         log_bytes += offset
     return SegmentReplay(
-        revision=expected - 1 if live else snapshot_revision,
+        revision=max(expected - 1, snapshot_revision) if live else snapshot_revision,
+        log_revision=expected - 1 if live else None,
         records=applied,
         log_bytes=log_bytes,
         torn=torn,

@@ -200,6 +200,7 @@ class KvAdapter:
         try:
             self._load(directory)
         except BaseException:
+            self._table = KvTable()  # a later start() must not load on top of a partial table
             self._lock.release()
             raise
         finally:
@@ -249,6 +250,10 @@ class KvAdapter:
             directory, list_segments(directory), replay.revision + 1, on_fsync=self._observe_fsync
         )
         self._log.drop_through(snapshot_revision)
+        if replay.log_revision is not None and replay.log_revision < replay.revision:
+            # The log ends before the snapshot (its tail was lost after the snapshot was made):
+            # appending there would leave a revision gap, so continue in a fresh segment.
+            self._log.roll(replay.revision + 1)
 
     def _observe_fsync(self, seconds: float) -> None:
         if self._metrics is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -399,3 +400,30 @@ TestKvModel.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+async def test_log_that_ends_before_the_snapshot_continues_in_a_new_segment(tmp_path: Path) -> None:
+    """A snapshot newer than the last surviving log record (the log's tail was lost after it)."""
+    settings_a, settings_b = kv_settings(tmp_path / "a"), kv_settings(tmp_path / "b")
+    adapter = await open_store(settings_a)
+    adapter.close_compact_min_bytes = 1 << 60  # keep the log at close
+    for i in range(10):
+        await adapter.set("s", f"k{i}", i)
+    await adapter.close()
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    other = await open_store(settings_b)
+    assert await other.snapshot() == 10
+    expected = await dump(other)
+    await other.close()
+    (snapshot,) = (tmp_path / "b").glob("snap-*.snap")
+    shutil.copy(snapshot, tmp_path / "a" / snapshot.name)
+    segment = last_segment(tmp_path / "a")
+    data = segment.read_bytes()
+    segment.write_bytes(data[: record_offsets(data)[5]])  # the log now ends at revision 5
+    again = await open_store(settings_a)
+    assert await dump(again) == expected and again.info().revision == 10
+    assert (await again.set("s", "new", 1)).revision == 11
+    await again.close()
+    third = await open_store(settings_a)
+    assert third.info().revision == 11 and [k for k, _ in await third.items("s")][-1] == "new"
+    await third.close()
