@@ -131,8 +131,8 @@ class Gateway:
         self._runners.append(runner)
         site = web.TCPSite(runner, host, port, reuse_address=True)
         await site.start()
-        sockets = site._server.sockets if site._server is not None else ()  # type: ignore[union-attr]
-        return int(sockets[0].getsockname()[1]) if sockets else port
+        addresses = runner.addresses
+        return int(addresses[-1][1]) if addresses else port
 
     # -- HTTP port ----------------------------------------------------------------------------
 
