@@ -131,19 +131,29 @@ def decode_value(data: bytes) -> Any:
 
 
 def _frame(revision: int, body: bytes) -> bytes:
+    if len(body) > MAX_BODY_BYTES:
+        raise InputError(f"a record of {len(body)} bytes is over the store's limit of {MAX_BODY_BYTES}")
     length_rev = struct.pack("<IQ", len(body), revision)
     crc = zlib.crc32(body, zlib.crc32(length_rev))
     return struct.pack("<I", crc) + length_rev + body
 
 
+def _check_names(scope: object, key: object) -> None:
+    # Anything else would encode but make the log unreadable (the decoder insists on strings).
+    if type(scope) is not str or type(key) is not str:
+        raise InputError("scope and key must be strings")
+
+
 def encode_put(revision: int, scope: str, key: str, value: bytes) -> bytes:
     """A PUT record: ``value`` is already in stored form (:func:`encode_value`)."""
+    _check_names(scope, key)
     body = msgpack.packb([Op.PUT.value, scope, key, value], unicode_errors=_UNICODE_ERRORS)
     return _frame(revision, body)
 
 
 def encode_delete(revision: int, scope: str, key: str) -> bytes:
     """A DELETE record (also written for a key that did not exist: every write has a record)."""
+    _check_names(scope, key)
     body = msgpack.packb([Op.DELETE.value, scope, key, None], unicode_errors=_UNICODE_ERRORS)
     return _frame(revision, body)
 

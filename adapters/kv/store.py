@@ -225,14 +225,14 @@ class KvAdapter:
     async def set(self, scope: str, key: str, value: JSON, *, origin: str | None = None) -> WriteResult:
         data = encode_value(value)
         await self._admit()
+        # From here to _commit there is no await: the write is one atomic step. The record is
+        # encoded first, so a write that cannot be logged leaves the table untouched.
         revision = self._revision + 1
+        record = encode_put(revision, scope, key, data)
         old = self._table.put(scope, key, (revision, data))
         kind = ChangeKind.CREATED if old is None else ChangeKind.UPDATED
         old_data = None if old is None else old[1]
-        self._commit(
-            encode_put(revision, scope, key, data),
-            _Raw(scope, key, kind, old_data, data, revision, origin or self.engine_id),
-        )
+        self._commit(record, _Raw(scope, key, kind, old_data, data, revision, origin or self.engine_id))
         await self._acknowledged()
         old_value = None if old_data is None else decode_value(old_data)
         return WriteResult(old is not None, old_value, value, revision)
@@ -240,12 +240,11 @@ class KvAdapter:
     async def delete(self, scope: str, key: str, *, origin: str | None = None) -> WriteResult:
         await self._admit()
         revision = self._revision + 1
+        record = encode_delete(revision, scope, key)
         old = self._table.remove(scope, key)
         old_data = None if old is None else old[1]
-        self._commit(
-            encode_delete(revision, scope, key),
-            _Raw(scope, key, ChangeKind.DELETED, old_data, None, revision, origin or self.engine_id),
-        )
+        raw = _Raw(scope, key, ChangeKind.DELETED, old_data, None, revision, origin or self.engine_id)
+        self._commit(record, raw)
         await self._acknowledged()
         old_value = None if old_data is None else decode_value(old_data)
         return WriteResult(old is not None, old_value, None, revision)
@@ -270,12 +269,11 @@ class KvAdapter:
                 raise ValueTooLarge(size, max_value_bytes)
         data = encode_value(outcome.value)
         revision = self._revision + 1
+        record = encode_put(revision, scope, key, data)
         self._table.put(scope, key, (revision, data))
         kind = ChangeKind.CREATED if old is None else ChangeKind.UPDATED
-        self._commit(
-            encode_put(revision, scope, key, data),
-            _Raw(scope, key, kind, None if old is None else old[1], data, revision, origin or self.engine_id),
-        )
+        old_data = None if old is None else old[1]
+        self._commit(record, _Raw(scope, key, kind, old_data, data, revision, origin or self.engine_id))
         await self._acknowledged()
         return WriteResult(old is not None, current, outcome.value, revision, outcome.errors)
 

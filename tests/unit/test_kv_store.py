@@ -60,7 +60,15 @@ async def test_non_json_value_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(InputError):
         await adapter.set("s", "k", {"bad": {1, 2}})
     assert adapter.info().revision == 0 and await adapter.get("s", "k") is None
+    with pytest.raises(InputError):
+        await adapter.set(7, "k", 1)  # type: ignore[arg-type]
+    with pytest.raises(InputError):
+        await adapter.delete("s", b"k")  # type: ignore[arg-type]
+    assert adapter.info().revision == 0 and await adapter.list_groups() == []
     await adapter.close()
+    again = await opened(file_settings(tmp_path))  # the log is still readable
+    assert again.info().revision == 0
+    await again.close()
 
 
 async def test_big_integers_beyond_64_bits_survive_restart(tmp_path: Path) -> None:
