@@ -290,6 +290,8 @@ class RedisAdapter:
                 yield
         except TimeoutError as exc:
             raise self._exec.timeout_error(op, self._timeout, maybe_applied=write) from exc
+        except ResponseError as exc:  # an error reply: NOPERM, WRONGTYPE (a foreign non-hash key) ...
+            raise AdapterError(f"redis at {self._target.display} refused {op}: {exc}") from exc
 
     def _check_open(self) -> None:
         if self._state != _OPEN:
@@ -443,6 +445,8 @@ class RedisAdapter:
                 log.debug("redis scope reconcile indexed %d scopes", n)
             except AdapterError as exc:
                 log.warning("redis scope reconcile failed (retried in %gs): %s", self.reconcile_interval, exc)
+            except Exception:  # a bug must not end the task (close() awaits it)
+                log.exception("redis scope reconcile failed")
             await asyncio.sleep(self.reconcile_interval)
 
     # ------------------------------------------------------------------ writes

@@ -300,9 +300,14 @@ class RedisExecutor:
                 raise self._unavailable(exc.__cause__ or exc, name) from exc.__cause__
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 demoted = isinstance(exc, RedisConnectionError) and str(exc).startswith(_DEMOTED_MASTER)
+                if demoted:
+                    # A demoted master refused the command (READONLY: not applied). Its idle
+                    # pooled connections would refuse too: drop them so the next connection asks
+                    # Sentinel for the new master.
+                    await self.pool.disconnect(inuse_connections=False)
                 if (demoted or not write) and not resent:
-                    # A demoted master refused the command (not applied): go to the new one. Or a
-                    # read on a connection that broke under it (Redis restarted): once more.
+                    # Resend once to the new master, or a read whose connection broke under it
+                    # (Redis restarted).
                     resent = True
                     continue
                 raise self._unavailable(exc, name, maybe_applied=write) from exc

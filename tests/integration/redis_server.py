@@ -275,6 +275,18 @@ class RedisServer:
         self.kill()
         self.start()
 
+    def wait_replication_link(self) -> None:
+        """For a server started with ``--replicaof``: poll ``ROLE`` (with a deadline) until the
+        initial sync is done and the link streams writes (before that, WAIT is not reliable)."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            role = self.command("ROLE")
+            if isinstance(role, list) and role[0] == b"slave" and role[3] == b"connected":
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"replica on port {self.port} did not sync: {role!r}")
+            time.sleep(0.01)  # polling a replication condition with a deadline
+
     async def astart(self) -> None:
         await asyncio.to_thread(self.start)
 
@@ -344,11 +356,27 @@ class RedisSentinel:
             time.sleep(0.01)  # polling a readiness condition with a deadline
 
     def master_address(self) -> tuple[str, int]:
-        reply = self.command("SENTINEL", "get-master-addr-by-name", self.service)
-        assert isinstance(reply, list) and len(reply) == 2
-        host, port = reply
+        """The master as clients discover it (``SENTINEL MASTER``, which switches only when a
+        failover has completed; ``get-master-addr-by-name`` answers the promoted replica early)."""
+        reply = self.command("SENTINEL", "MASTER", self.service)
+        assert isinstance(reply, list)
+        fields = dict(zip(reply[::2], reply[1::2], strict=True))
+        host, port = fields[b"ip"], fields[b"port"]
         assert isinstance(host, bytes) and isinstance(port, bytes)
         return host.decode(), int(port)
+
+    def failover(self) -> None:
+        """``SENTINEL FAILOVER``, retried while the Sentinel has not yet seen a usable replica
+        (it learns replicas from INFO a moment after start: NOGOODSLAVE until then)."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                self.command("SENTINEL", "FAILOVER", self.service)
+                return
+            except RedisError as exc:
+                if "NOGOODSLAVE" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.02)  # polling the Sentinel's view with a deadline
 
     def url(self, db: int = 0) -> str:
         auth = f":{self.master.password}@" if self.master.password else ""
