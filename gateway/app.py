@@ -27,7 +27,10 @@ from gateway.metrics import Metrics
 from gateway.state.adapter import StateAdapter
 from gateway.state.module import StateModule
 from gateway.state.triggers import StateTriggerType
+from gateway.triggers.cron import CronTriggerType
+from gateway.triggers.http import HttpTriggerType
 from gateway.triggers.registry import TriggerRegistry
+from gateway.web.worker_ws import WorkerHub
 
 __all__ = ["Gateway", "make_adapter", "run"]
 
@@ -75,10 +78,19 @@ class Gateway:
         self.state = StateModule(self.adapter, max_value_bytes=st.max_value_bytes, metrics=self.metrics)
         self.state.register(self.functions)
 
+        self.hub = WorkerHub(self.functions, self.triggers, server, self.metrics)
+        self.http_triggers = HttpTriggerType(self.functions, self.metrics)
+        self.triggers.add_type(self.http_triggers, "api")
+        self.cron = CronTriggerType(self.functions, self.metrics)
+        self.triggers.add_type(self.cron)
+
         live = self.metrics.live
         live.add(self.functions.statistics)
         live.add(self.triggers.statistics)
         live.add(self.state_triggers.statistics)
+        live.add(self.hub.statistics)
+        live.add(self.http_triggers.statistics)
+        live.add(self.cron.statistics)
         adapter_stats = getattr(self.adapter, "statistics", None)
         if callable(adapter_stats):
             live.add(adapter_stats, labels={"adapter": st.adapter.name})
@@ -94,6 +106,7 @@ class Gateway:
     async def start(self) -> None:
         """Open the store, then start listening. Raises GatewayError if anything fails."""
         await self.adapter.start()
+        await self.cron.start()
         server = self.settings.server
         try:
             self.http_port = await self._serve(self._http_app(), server.host, server.http_port)
@@ -115,9 +128,11 @@ class Gateway:
     async def stop(self) -> None:
         """Stop listeners, let in-flight trigger deliveries end, then flush and close the store."""
         self._started = False
+        await self.hub.close()
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        await self.cron.close()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5):
                 await self.state_triggers.drain()
@@ -141,10 +156,13 @@ class Gateway:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        app.add_routes(self.http_triggers.routes())  # catch-all: after our own routes
         return app
 
     def _worker_app(self) -> web.Application:
-        return web.Application(client_max_size=self.settings.server.max_message_bytes)
+        app = web.Application(client_max_size=self.settings.server.max_message_bytes)
+        app.add_routes(self.hub.routes())
+        return app
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "engine_id": self.engine_id})

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway import __version__
@@ -183,11 +183,12 @@ class Metrics:
 
 
 class LiveCollector(Collector):
-    """Reads components' ``statistics()`` at scrape time and exposes them as gauges.
+    """Reads components' ``statistics()`` at scrape time and exposes them.
 
-    A source is registered with a metric name prefix and fixed labels; each key of the mapping
-    it returns becomes ``iii_gateway_<key>`` with those labels. Sources are added by the
-    composition root, so a component never knows about Prometheus.
+    A source is registered with fixed labels; each key of the mapping it returns becomes
+    ``iii_gateway_<key>`` with those labels: a counter when the key ends in ``_total`` (the
+    component keeps a monotonic count), a gauge otherwise. Sources are added by the composition
+    root, so a component never knows about Prometheus.
     """
 
     def __init__(self) -> None:
@@ -203,7 +204,7 @@ class LiveCollector(Collector):
         self._sources.append((source, dict(labels or {}), dict(help_text or {})))
 
     def collect(self) -> Iterable[Metric]:
-        families: dict[str, GaugeMetricFamily] = {}
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
         for source, labels, helps in self._sources:
             try:
                 values = source()
@@ -214,7 +215,11 @@ class LiveCollector(Collector):
                 name = "iii_gateway_" + key
                 fam = families.get(name)
                 if fam is None:
-                    fam = GaugeMetricFamily(name, helps.get(key, key.replace("_", " ")), labels=names)
+                    text = helps.get(key, key.replace("_", " "))
+                    if key.endswith("_total"):
+                        fam = CounterMetricFamily(name.removesuffix("_total"), text, labels=names)
+                    else:
+                        fam = GaugeMetricFamily(name, text, labels=names)
                     families[name] = fam
                 fam.add_metric([labels[n] for n in names], float(value))
         yield from families.values()
