@@ -145,6 +145,8 @@ class WorkerConnection:
         self.inflight = 0
         self._calls: dict[str, asyncio.Future[InvocationResult]] = {}
         self.cleaned = False
+        #: Set once the connection is gone and everything it registered was removed.
+        self.closed = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"<WorkerConnection {self.id} {self.session.state.name} calls={len(self._calls)}>"
@@ -258,6 +260,10 @@ class WorkerHub:
             "worker_outbox_frames": float(sum(len(c.outbox) for c in conns)),
         }
 
+    def connection(self, worker_id: str) -> WorkerConnection | None:
+        """The live connection with this worker id (what ``workerregistered`` told the worker)."""
+        return self._connections.get(worker_id)
+
     def workers(self) -> list[dict[str, Any]]:
         """The connected workers and what they said about themselves (for listings and tests)."""
         return [
@@ -343,7 +349,8 @@ class WorkerHub:
                     return
             elif msg.type == WSMsgType.ERROR:
                 # aiohttp already closed the socket (e.g. 1009 for a message over max_msg_size).
-                self._count("too_large" if ws.close_code == WSCloseCode.MESSAGE_TOO_BIG else "ws_error")
+                too_big = getattr(msg.data, "code", None) == WSCloseCode.MESSAGE_TOO_BIG
+                self._count("too_large" if too_big else "ws_error")
                 log.info("worker %s: websocket error: %s", conn.id, ws.exception())
                 return
             else:  # CLOSE, CLOSING, CLOSED
@@ -516,6 +523,7 @@ class WorkerHub:
             self._unregister_function(conn, key)
         self.triggers.unregister_owner(conn.id)
         stopped = conn.fail_calls()
+        conn.closed.set()
         if stopped:
             log.info("worker %s left with %d calls in flight (invocation_stopped)", conn.id, stopped)
 

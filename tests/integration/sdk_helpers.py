@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import threading
+import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,8 +67,10 @@ __all__ = [
     "GatewayProcess",
     "Inbox",
     "RunningGateway",
+    "bind",
     "call",
     "connect_worker",
+    "disconnect",
     "expect_error",
     "free_port",
     "roundtrip",
@@ -105,10 +108,16 @@ async def running_gateway(
     *,
     max_value_bytes: int | None = None,
     invocation_timeout_ms: int = 30_000,
+    max_message_bytes: int = 64 * 1024 * 1024,
     heartbeat: float | None = 30.0,
 ) -> AsyncIterator[RunningGateway]:
     """Compose and start a gateway on free loopback ports (in-memory store)."""
-    settings = ServerSettings(worker_port=0, http_port=0, invocation_timeout_ms=invocation_timeout_ms)
+    settings = ServerSettings(
+        worker_port=0,
+        http_port=0,
+        invocation_timeout_ms=invocation_timeout_ms,
+        max_message_bytes=max_message_bytes,
+    )
     metrics = Metrics()
     functions = FunctionRegistry(metrics=metrics, default_timeout=invocation_timeout_ms / 1000)
     triggers = TriggerRegistry()
@@ -284,8 +293,22 @@ async def connect_worker(url: str, name: str = "test-worker", **overrides: Any) 
 
 async def shutdown(*workers: III) -> None:
     """Shut workers down (each SDK instance owns a thread and an event loop)."""
+    errors = []
     for worker in workers:
-        await asyncio.to_thread(_shutdown_and_drain, worker)
+        try:
+            await asyncio.to_thread(_shutdown_and_drain, worker)
+        except Exception as exc:  # shut the others down anyway
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+async def disconnect(gw: RunningGateway, worker: III) -> None:
+    """Shut a worker down and wait until the gateway has dropped its connection."""
+    conn = gw.hub.connection(worker.worker_id) if worker.worker_id else None
+    await shutdown(worker)
+    if conn is not None:
+        await asyncio.wait_for(conn.closed.wait(), DEFAULT_TIMEOUT)
 
 
 def _shutdown_and_drain(worker: III) -> None:
@@ -333,6 +356,17 @@ async def expect_error(worker: III, function_id: str, payload: Any = None, **req
     except InvocationError as exc:
         return exc
     raise AssertionError(f"{function_id} returned {result!r} instead of raising")
+
+
+def bind(worker: III, trigger_type: str, function_id: str, config: Any, *, metadata: Any = None) -> Any:
+    """``worker.register_trigger(...)``: still the SDK's way to bind state/http/cron triggers in
+    0.25, where it is marked deprecated (in favour of ``observe``, which needs engine support)."""
+    request: dict[str, Any] = {"type": trigger_type, "function_id": function_id, "config": config}
+    if metadata is not None:
+        request["metadata"] = metadata
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return worker.register_trigger(request)
 
 
 async def roundtrip(worker: III) -> None:

@@ -12,6 +12,7 @@ from tests.integration.sdk_helpers import (
     Inbox,
     call,
     connect_worker,
+    disconnect,
     expect_error,
     roundtrip,
     running_gateway,
@@ -156,7 +157,7 @@ async def test_newest_registration_serves_and_the_previous_one_takes_over() -> N
             second.register_function("dup::fn", lambda data: "second")
             await roundtrip(second)
             assert await call(caller, "dup::fn", {}) == "second"
-            await shutdown(second)
+            await disconnect(gw, second)
             assert await call(caller, "dup::fn", {}) == "first"
         finally:
             await shutdown(first, caller)
