@@ -38,17 +38,14 @@ from pathlib import Path
 from typing import Any
 
 import hypothesis  # see _PRELOADED below
-from aiohttp import web
 from iii import InitOptions, InvocationError, register_worker
 from iii.iii import III
 from iii_helpers.observability import ReconnectionConfig
 
-from adapters.kv.store import KvAdapter
-from gateway.config.settings import KvSettings, ServerSettings
+from gateway.app import Gateway
+from gateway.config.settings import AdapterSettings, KvSettings, ServerSettings, Settings, StateSettings
 from gateway.functions import FunctionRegistry
 from gateway.metrics import Metrics
-from gateway.state.module import StateModule
-from gateway.state.triggers import StateTriggerType
 from gateway.triggers.cron import CronTriggerType
 from gateway.triggers.http import HttpTriggerType
 from gateway.triggers.registry import TriggerRegistry
@@ -85,17 +82,35 @@ __all__ = [
 
 @dataclass
 class RunningGateway:
-    """A gateway started in the test's event loop."""
+    """A gateway (the real composition root, :class:`gateway.app.Gateway`) in the test's loop."""
 
+    app: Gateway
     worker_url: str
     http_url: str
-    functions: FunctionRegistry
-    triggers: TriggerRegistry
-    metrics: Metrics
-    hub: WorkerHub
-    http: HttpTriggerType
-    cron: CronTriggerType
-    state: StateModule
+
+    @property
+    def functions(self) -> FunctionRegistry:
+        return self.app.functions
+
+    @property
+    def triggers(self) -> TriggerRegistry:
+        return self.app.triggers
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.app.metrics
+
+    @property
+    def hub(self) -> WorkerHub:
+        return self.app.hub
+
+    @property
+    def http(self) -> HttpTriggerType:
+        return self.app.http_triggers
+
+    @property
+    def cron(self) -> CronTriggerType:
+        return self.app.cron
 
     def counter(self, name: str, **labels: str) -> float:
         """Current value of a metric sample (0 when it was never touched)."""
@@ -109,65 +124,28 @@ async def running_gateway(
     max_value_bytes: int | None = None,
     invocation_timeout_ms: int = 30_000,
     max_message_bytes: int = 64 * 1024 * 1024,
-    heartbeat: float | None = 30.0,
 ) -> AsyncIterator[RunningGateway]:
-    """Compose and start a gateway on free loopback ports (in-memory store)."""
-    settings = ServerSettings(
-        worker_port=0,
-        http_port=0,
-        invocation_timeout_ms=invocation_timeout_ms,
-        max_message_bytes=max_message_bytes,
+    """Start ``gateway.app.Gateway`` on free loopback ports with the in-memory store."""
+    settings = Settings(
+        engine_id="test-gateway",
+        server=ServerSettings(
+            worker_port=0,
+            http_port=0,
+            invocation_timeout_ms=invocation_timeout_ms,
+            max_message_bytes=max_message_bytes,
+        ),
+        state=StateSettings(
+            adapter=AdapterSettings(kv=KvSettings(store_method="in_memory")), max_value_bytes=max_value_bytes
+        ),
     )
-    metrics = Metrics()
-    functions = FunctionRegistry(metrics=metrics, default_timeout=invocation_timeout_ms / 1000)
-    triggers = TriggerRegistry()
-    adapter = KvAdapter(KvSettings(store_method="in_memory"), engine_id="test-gateway", metrics=metrics)
-    state_triggers = StateTriggerType(functions, metrics=metrics)
-    adapter.subscribe(state_triggers)
-    triggers.add_type(state_triggers)
-    state = StateModule(adapter, max_value_bytes=max_value_bytes, metrics=metrics)
-    state.register(functions)
-    hub = WorkerHub(functions, triggers, settings, metrics, heartbeat=heartbeat)
-    http = HttpTriggerType(functions, metrics)
-    triggers.add_type(http, "api")
-    cron = CronTriggerType(functions, metrics)
-    triggers.add_type(cron)
-
-    await adapter.start()
-    await cron.start()
-    worker_app = web.Application(client_max_size=settings.max_message_bytes)
-    worker_app.add_routes(hub.routes())
-    http_app = web.Application(client_max_size=settings.max_message_bytes)
-    http_app.add_routes(http.routes())
-    runners: list[web.AppRunner] = []
-    ports: list[int] = []
-    for app in (worker_app, http_app):
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        runners.append(runner)
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        ports.append(runner.addresses[0][1])
-    gw = RunningGateway(
-        worker_url=f"ws://127.0.0.1:{ports[0]}",
-        http_url=f"http://127.0.0.1:{ports[1]}",
-        functions=functions,
-        triggers=triggers,
-        metrics=metrics,
-        hub=hub,
-        http=http,
-        cron=cron,
-        state=state,
-    )
+    app = Gateway(settings)
+    await app.start()
     try:
-        yield gw
+        yield RunningGateway(
+            app, worker_url=f"ws://127.0.0.1:{app.worker_port}", http_url=f"http://127.0.0.1:{app.http_port}"
+        )
     finally:
-        await hub.close()
-        for runner in reversed(runners):
-            await runner.cleanup()
-        await cron.close()
-        await state_triggers.close()
-        await adapter.close()
+        await app.stop()
 
 
 def free_port() -> int:
