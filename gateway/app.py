@@ -15,6 +15,7 @@ import logging
 import secrets
 import signal
 import socket
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -22,7 +23,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from gateway.config.settings import AdapterSettings, Settings
 from gateway.errors import ConfigError, GatewayError
+from gateway.federation import LinkService, build_link_service
 from gateway.functions import FunctionRegistry
+from gateway.link.history import DEFAULT_HISTORY_SIZE
 from gateway.metrics import Metrics
 from gateway.state.adapter import StateAdapter
 from gateway.state.module import StateModule
@@ -47,6 +50,10 @@ def make_adapter(settings: AdapterSettings, *, engine_id: str, metrics: Metrics)
         from adapters.redis.adapter import RedisAdapter
 
         return RedisAdapter(settings.redis, engine_id=engine_id, metrics=metrics)
+    if settings.name == "bridge":
+        from adapters.bridge import BridgeAdapter
+
+        return BridgeAdapter(settings.bridge, engine_id=engine_id, metrics=metrics)
     raise ConfigError(f"adapter '{settings.name}' is not available in this build", key="adapter.name")
 
 
@@ -56,7 +63,7 @@ class Gateway:
     def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
         server = settings.server
-        self.engine_id = settings.engine_id or _default_engine_id(server.worker_port)
+        self.engine_id = settings.engine_id or _stored_engine_id(settings.data_dir, server.worker_port)
         self.metrics = Metrics(registry)
         self.functions = FunctionRegistry(
             metrics=self.metrics, default_timeout=server.invocation_timeout_ms / 1000
@@ -95,6 +102,20 @@ class Gateway:
         if callable(adapter_stats):
             live.add(adapter_stats, labels={"adapter": st.adapter.name})
 
+        # The federation listener (upstream role), when link.listen is set.
+        self.link: LinkService | None = None
+        self.link_port: int | None = None
+        if settings.link.listen:
+            history = st.adapter.kv.history_size if st.adapter.name == "kv" else DEFAULT_HISTORY_SIZE
+            self.link = build_link_service(
+                settings.link,
+                self.adapter,
+                engine_id=self.engine_id,
+                metrics=self.metrics,
+                history_size=max(1, history),
+            )
+            live.add(self.link.statistics)
+
         self._runners: list[web.AppRunner] = []
         self.worker_port: int | None = None
         self.http_port: int | None = None
@@ -111,6 +132,9 @@ class Gateway:
         try:
             self.http_port = await self._serve(self._http_app(), server.host, server.http_port)
             self.worker_port = await self._serve(self._worker_app(), server.host, server.worker_port)
+            if self.link is not None:
+                await self.link.start()
+                self.link_port = self.link.port
         except OSError as exc:
             await self.stop()
             raise GatewayError(f"cannot listen on {server.host}: {exc}", code="LISTEN_ERROR") from exc
@@ -124,10 +148,14 @@ class Gateway:
             self.http_port,
             self.settings.state.adapter.name,
         )
+        if self.link is not None:
+            log.info("gateway %s: federation link on port %s", self.engine_id, self.link_port)
 
     async def stop(self) -> None:
         """Stop listeners, let in-flight trigger deliveries end, then flush and close the store."""
         self._started = False
+        if self.link is not None:
+            await self.link.stop()
         await self.hub.close()
         for runner in reversed(self._runners):
             await runner.cleanup()
@@ -148,6 +176,10 @@ class Gateway:
         await site.start()
         addresses = runner.addresses
         return int(addresses[-1][1]) if addresses else port
+
+    def reload_peers(self) -> bool:
+        """Re-read the link's authorized-peers file (SIGHUP); False when it is invalid."""
+        return self.link.reload_peers() if self.link is not None else False
 
     # -- HTTP port ----------------------------------------------------------------------------
 
@@ -179,11 +211,31 @@ class Gateway:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def _default_engine_id(worker_port: int) -> str:
-    """Stable across restarts on one machine and port; random when the port is picked by the OS."""
-    if worker_port:
-        return f"{socket.gethostname()}:{worker_port}"
-    return f"{socket.gethostname()}:{secrets.token_hex(4)}"
+def _stored_engine_id(data_dir: str, worker_port: int) -> str:
+    """The engine id generated on first start and kept in ``<data_dir>/engine_id``.
+
+    It must be stable across restarts: events carry it as their origin, and a gateway on Redis
+    resumes its event stream under it. When the data dir cannot be written (a read-only
+    deployment), fall back to host and port, which are stable too unless the port is 0.
+    """
+    path = Path(data_dir) / "engine_id"
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+        if text:
+            return text
+    except OSError:
+        pass
+    host = socket.gethostname().split(".")[0] or "gateway"
+    fresh = f"{host}-{secrets.token_hex(4)}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(fresh + "\n", encoding="utf-8")
+        tmp.replace(path)
+        return fresh
+    except OSError:
+        log.warning("cannot keep the engine id in %s; using host and port", path)
+        return f"{host}-{worker_port}" if worker_port else fresh
 
 
 async def _serve_until_signal(settings: Settings) -> int:
@@ -197,6 +249,7 @@ async def _serve_until_signal(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, gateway.reload_peers)
     await stop.wait()
     log.info("shutting down")
     await gateway.stop()

@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "serve": "gateway.cli.serve",
     "check-config": "gateway.cli.check_config",
     "version": "gateway.cli.version",
+    "keygen": "gateway.cli.keygen",
 }
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130

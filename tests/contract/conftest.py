@@ -31,10 +31,12 @@ from pathlib import Path
 
 import pytest
 
+from adapters.bridge import BridgeAdapter
 from adapters.kv.store import KvAdapter
 from adapters.redis import RedisAdapter
 from gateway.config.settings import KvSettings, RedisSettings
 from gateway.state.adapter import StateAdapter
+from tests.helpers.federation import InProcessUpstream, Peer, bridge_settings, fast_backoff, write_key
 from tests.integration.redis_server import RedisServer, redis_available
 
 ENGINE_ID = "contract-engine"
@@ -82,7 +84,25 @@ async def redis_adapter(tmp_path: Path) -> AsyncIterator[AdapterCase]:
         server.kill()
 
 
-ADAPTER_FIXTURES = ["kv_in_memory", "kv_file_based", "redis_adapter"]
+@pytest.fixture
+async def bridge(tmp_path: Path) -> AsyncIterator[AdapterCase]:
+    # A Bridge to a real upstream: an in-memory kv store served by the link listener on a
+    # free loopback port in this event loop (tests/helpers/federation.py). Every operation and
+    # every event crosses a real authenticated socket.
+    edge_key = write_key(tmp_path / "keys", "edge")
+    upstream = InProcessUpstream(tmp_path / "central", [Peer("edge", edge_key)])
+    await upstream.start()
+    settings = bridge_settings(edge_key, [("central", [upstream.endpoint()], upstream.key.public, ["*"])])
+    adapter = BridgeAdapter(settings, engine_id=ENGINE_ID, backoff=fast_backoff)
+    try:
+        await adapter.start()
+        yield AdapterCase(adapter)
+        await adapter.close()
+    finally:
+        await upstream.stop()
+
+
+ADAPTER_FIXTURES = ["kv_in_memory", "kv_file_based", "redis_adapter", "bridge"]
 
 
 @pytest.fixture(params=ADAPTER_FIXTURES)

@@ -1,0 +1,283 @@
+"""``BridgeAdapter``: this gateway's state lives on upstream gateways, reached over the link.
+
+The reference engine's bridge is a WebSocket worker calling ``state::*`` remotely: no
+revisions, no events from writes made elsewhere, a delete done as get + delete, a stored null
+indistinguishable from a missing key (``reference/iii-state-semantics.md`` 4.3). Here:
+
+- **Forwarding.** Each of the six operations is one request on an authenticated link
+  (:mod:`adapters.bridge.upstream`): ``delete`` is one atomic delete upstream, ``get`` tells a
+  stored null from a missing key, results carry the upstream's revisions, and ``update``
+  carries the caller's ``max_value_bytes``. What a worker gets through the Bridge is what it
+  would get calling the upstream directly.
+- **Routing.** A scope goes to the first upstream (in config order) with a matching scope
+  pattern; a scope no upstream matches is an error naming it. ``list_groups`` merges the
+  upstreams' answers, keeping from each only the scopes routed to it.
+- **Writes carry our engine id** as their origin (or the origin a chained caller relayed), so
+  the upstream's events, and ours, say who wrote.
+- **Events.** This adapter never emits an event for its own write. Every change, ours
+  included, comes back on the upstream's watch stream and is handed to the sinks once per
+  upstream revision (see ``upstream.py`` for resume and resync). So a write made at the edge
+  fires the edge's triggers exactly once, with the upstream's revision, and writes made by
+  anyone else on the upstream fire them too.
+- **Availability.** ``ready()`` is True when every upstream has a live link; an operation
+  routed to an upstream without one fails at once with ``UPSTREAM_UNAVAILABLE``; one that gets
+  no answer in ``timeout_ms`` fails with ``TIMEOUT``. ``start()`` waits (up to ``timeout_ms``)
+  for the links and their watches, but starts anyway when an upstream is down: the gateway
+  serves what it can and keeps dialling.
+
+Not implemented in this build (the settings are accepted): the read cache (every read goes
+upstream) and the offline outbox (with the upstream unreachable, writes fail fast).
+
+**Epoch and revision** (``info()``), what a gateway chained below this one resumes against:
+with one upstream, the upstream's epoch plus our resync count, and the last relayed revision
+(or the newest revision a write of ours returned, if higher). With several upstreams the
+revisions of different stores are not one sequence; such a gateway can still serve the six
+operations to peers, but watches on it reset whenever revisions interleave backwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from adapters.bridge.upstream import Upstream
+from gateway.config.settings import BridgeSettings
+from gateway.errors import AdapterError, AdapterUnavailable, ConfigError
+from gateway.link.auth import load_private_key
+from gateway.link.backoff import Backoff
+from gateway.link.requests import (
+    DeleteArgs,
+    GetArgs,
+    ItemsArgs,
+    ListArgs,
+    ListGroupsArgs,
+    RequestArgs,
+    SetArgs,
+    UpdateArgs,
+)
+from gateway.state.adapter import Change, ChangeSink, Entry, StoreInfo, WriteResult
+from gateway.state.ops import DOC_URL, OpError
+
+if TYPE_CHECKING:
+    from gateway.metrics import Metrics
+    from gateway.state.ops import UpdateOp
+
+__all__ = ["BridgeAdapter"]
+
+log = logging.getLogger(__name__)
+
+JSON = Any
+
+
+def _write_result(result: Any) -> WriteResult:
+    errors = tuple(
+        OpError(int(e["op_index"]), str(e["code"]), str(e["message"]), str(e.get("doc_url", DOC_URL)))
+        for e in result.get("errors") or ()
+    )
+    return WriteResult(
+        bool(result["existed"]), result["old_value"], result["new_value"], int(result["revision"]), errors
+    )
+
+
+class BridgeAdapter:
+    """The ``bridge`` state adapter (see the module docstring).
+
+    ``backoff`` builds each upstream's reconnect policy (tests shorten it); ``link_options``
+    go to every link (heartbeat and idle times, frame size).
+    """
+
+    name = "bridge"
+
+    def __init__(
+        self,
+        settings: BridgeSettings,
+        *,
+        engine_id: str,
+        metrics: Metrics | None = None,
+        backoff: Callable[[], Backoff] | None = None,
+        link_options: dict[str, Any] | None = None,
+    ) -> None:
+        if not settings.identity:
+            raise ConfigError(
+                "the bridge needs this gateway's private key file", key="adapter.config.identity"
+            )
+        if not settings.upstreams:
+            raise ConfigError("the bridge needs at least one upstream", key="upstreams")
+        if not engine_id:
+            raise ConfigError("the bridge needs a non-empty engine_id (it identifies this gateway upstream)")
+        self.settings = settings
+        self.engine_id = engine_id
+        self._metrics = metrics
+        identity = load_private_key(settings.identity)
+        self.timeout = settings.timeout_ms / 1000
+        self._sinks: list[ChangeSink] = []
+        self._closed = False
+        self._started = False
+        self._write_revision = 0
+        self.upstreams: list[Upstream] = [
+            Upstream(
+                up,
+                identity=identity,
+                engine_id=engine_id,
+                timeout=self.timeout,
+                relay=settings.relay_events,
+                deliver=self._deliver,
+                owns=self._owner_check(index),
+                metrics=metrics,
+                backoff=backoff() if backoff is not None else None,
+                link_options=link_options,
+            )
+            for index, up in enumerate(settings.upstreams)
+        ]
+        if metrics is not None:
+            for upstream in self.upstreams:
+                metrics.live.add(upstream.statistics, labels={"upstream": upstream.name})
+
+    def _owner_check(self, index: int) -> Callable[[str], bool]:
+        def owns(scope: str) -> bool:
+            return self._route_index(scope) == index
+
+        return owns
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start dialling every upstream; wait up to ``timeout_ms`` for links and watches."""
+        if self._started:
+            raise AdapterError("bridge adapter: start() called twice")
+        self._started = True
+        for upstream in self.upstreams:
+            upstream.start()
+        waits = [asyncio.ensure_future(u.wait_ready()) for u in self.upstreams]
+        _, pending = await asyncio.wait(waits, timeout=self.timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        down = [u.name for u in self.upstreams if not u.connected]
+        if down:
+            log.warning("bridge: starting without upstream(s) %s; still trying", ", ".join(down))
+        cache, outbox = self.settings.cache, self.settings.outbox
+        if outbox.enabled:
+            log.warning("bridge: the offline outbox is not available in this build; writes fail fast")
+        if cache.enabled:
+            log.info("bridge: the read cache is not available in this build; reads go upstream")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.gather(*(u.close() for u in self.upstreams))
+
+    def ready(self) -> bool:
+        return not self._closed and self._started and all(u.connected for u in self.upstreams)
+
+    def info(self) -> StoreInfo:
+        ups = self.upstreams
+        if len(ups) == 1:
+            up = ups[0]
+            epoch = f"{up.epoch}.{up.generation}" if up.epoch is not None else ""
+            revision = max(up.revision, self._write_revision)
+        else:
+            epoch = "+".join(f"{u.name}={u.epoch}.{u.generation}" for u in ups)
+            revision = max([u.revision for u in ups] + [self._write_revision])
+        return StoreInfo(
+            epoch=epoch,
+            revision=revision,
+            extra={"upstreams": {u.name: str(u.endpoint) if u.connected else None for u in ups}},
+        )
+
+    def subscribe(self, sink: ChangeSink) -> None:
+        self._sinks.append(sink)
+
+    def _deliver(self, upstream: Upstream, change: Change) -> None:
+        for sink in self._sinks:
+            try:
+                sink(change)
+            except Exception:  # a broken sink must not stop the relay
+                log.exception("bridge: change sink %r failed", sink)
+
+    # -- routing ----------------------------------------------------------------------------
+
+    def _route_index(self, scope: str) -> int | None:
+        for index, upstream in enumerate(self.upstreams):
+            if upstream.matches(scope):
+                return index
+        return None
+
+    def route(self, scope: str) -> Upstream:
+        """The upstream that owns ``scope`` (first matching pattern wins)."""
+        index = self._route_index(scope)
+        if index is None:
+            raise AdapterError(f"no upstream is configured for scope {scope!r}")
+        return self.upstreams[index]
+
+    async def _call(self, scope: str, args: RequestArgs) -> Any:
+        if self._closed:
+            raise AdapterUnavailable("the bridge adapter is closed")
+        return await self.route(scope).call(args)
+
+    # -- the operations ---------------------------------------------------------------------
+
+    async def get(self, scope: str, key: str) -> Entry | None:
+        result = await self._call(scope, GetArgs(scope, key))
+        return None if result is None else Entry(result["value"], int(result["revision"]))
+
+    async def set(self, scope: str, key: str, value: JSON, *, origin: str | None = None) -> WriteResult:
+        result = await self._call(scope, SetArgs(scope, key, value, origin or self.engine_id))
+        return self._written(result)
+
+    async def delete(self, scope: str, key: str, *, origin: str | None = None) -> WriteResult:
+        result = await self._call(scope, DeleteArgs(scope, key, origin or self.engine_id))
+        return self._written(result)
+
+    async def update(
+        self,
+        scope: str,
+        key: str,
+        ops: Sequence[UpdateOp],
+        *,
+        max_value_bytes: int | None = None,
+        origin: str | None = None,
+    ) -> WriteResult:
+        args = UpdateArgs(
+            scope,
+            key,
+            tuple(op.to_json() for op in ops),
+            origin or self.engine_id,
+            max_value_bytes=max_value_bytes,
+        )
+        return self._written(await self._call(scope, args))
+
+    def _written(self, result: Any) -> WriteResult:
+        written = _write_result(result)
+        self._write_revision = max(self._write_revision, written.revision)
+        return written
+
+    async def list(self, scope: str) -> builtins.list[JSON]:
+        result = await self._call(scope, ListArgs(scope))
+        return list(result)
+
+    async def items(self, scope: str) -> builtins.list[tuple[str, Entry]]:
+        result = await self._call(scope, ItemsArgs(scope))
+        return [(str(key), Entry(value, int(revision))) for key, value, revision in result]
+
+    async def list_groups(self) -> builtins.list[str]:
+        if self._closed:
+            raise AdapterUnavailable("the bridge adapter is closed")
+        answers = await asyncio.gather(*(u.call(ListGroupsArgs()) for u in self.upstreams))
+        groups: set[str] = set()
+        for index, scopes in enumerate(answers):
+            groups.update(s for s in scopes if self._route_index(s) == index)
+        return sorted(groups)
+
+    def statistics(self) -> dict[str, float]:
+        """Live gauges (``iii_gateway_<name>``, label ``adapter="bridge"``)."""
+        return {
+            "bridge_upstreams": len(self.upstreams),
+            "bridge_upstreams_connected": sum(1 for u in self.upstreams if u.connected),
+            "bridge_events_relayed_total": sum(u.events_relayed_total for u in self.upstreams),
+        }
