@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import signal
 import socket
@@ -225,7 +226,7 @@ def _stored_engine_id(data_dir: str, worker_port: int) -> str:
             return text
     except OSError:
         pass
-    host = socket.gethostname().split(".")[0] or "gateway"
+    host = re.sub(r"[^A-Za-z0-9_-]", "", socket.gethostname().split(".")[0])[:40] or "gateway"
     fresh = f"{host}-{secrets.token_hex(4)}"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
