@@ -40,6 +40,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgpack
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -64,8 +65,10 @@ def _text(raw: bytes) -> str:
 def decode_entry(entry_id: bytes, fields: list[bytes], on_corrupt: Callable[[str, str, str], None]) -> Change:
     """Turn one stream entry into a Change; bad JSON becomes None and is reported."""
     revision = int(entry_id.split(b"-", 1)[0])
-    f = dict(zip(fields[::2], fields[1::2], strict=True))
-    scope, key = _text(f[b"s"]), _text(f[b"f"])
+    if len(fields) != 2 or fields[0] != b"m":
+        raise ValueError(f"unexpected fields {fields[::2]!r}")
+    kind, raw_scope, raw_key, old, new, origin = msgpack.unpackb(fields[1], raw=True)
+    scope, key = _text(raw_scope), _text(raw_key)
 
     def value(raw: bytes, which: str) -> Any:
         if not raw:
@@ -79,11 +82,11 @@ def decode_entry(entry_id: bytes, fields: list[bytes], on_corrupt: Callable[[str
     return Change(
         scope=scope,
         key=key,
-        kind=_KINDS[f[b"k"]],
-        old_value=value(f[b"o"], "old"),
-        new_value=value(f[b"n"], "new"),
+        kind=_KINDS[kind],
+        old_value=value(old, "old"),
+        new_value=value(new, "new"),
         revision=revision,
-        origin=_text(f[b"g"]),
+        origin=_text(origin),
     )
 
 
@@ -284,7 +287,7 @@ class EventTailer:
                 )
             try:
                 change = decode_entry(entry_id, fields, self._on_corrupt)
-            except (KeyError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError) as exc:
                 self.bad_entries_total += 1
                 log.error("redis event %s is malformed (%r); skipped", entry_id, exc)
                 self.delivered = revision

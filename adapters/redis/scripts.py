@@ -26,12 +26,17 @@ Why each piece is there:
   ``EPOCH`` error): after a FLUSHALL or a Redis that lost its data the counter restarts, and a
   write must not mix revisions of two histories. The adapter then adopts the new epoch and retries.
 
-The first write command of every script is INCR, after the reads: Redis refuses the first write
-of a script when it is out of memory, so a script either does all of its writes or none.
+Order inside a write script: reads first, then INCR, then XADD, then the data writes. Redis
+refuses the first write of a script when it is out of memory, so OOM stops a script before it
+changes anything; the XADD is the only later command that can fail (someone added an entry
+with a larger id to the stream), and then only a revision number is burned (readers count it
+as a missed event), never a value changed without its event.
 
-Event entry fields: ``k`` kind (``c`` created, ``u`` updated, ``d`` deleted), ``s`` scope,
-``f`` key, ``o`` old JSON text (empty: the key did not exist), ``n`` new JSON text (empty for a
-delete), ``g`` origin engine id.
+Event entry: one field ``m``, a msgpack array of six strings ``[kind, scope, key, old, new,
+origin]``: kind ``c`` created, ``u`` updated, ``d`` deleted; old JSON text (empty: the key did
+not exist); new JSON text (empty for a delete); the origin engine id. One packed field rather
+than six keeps the reader's work per event small (the event stream is read by every gateway);
+``cmsgpack`` only frames the strings, the JSON texts inside stay untouched bytes.
 """
 
 from __future__ import annotations
@@ -126,7 +131,7 @@ end
 _APPEND_EVENT = """
 local function append_event(rev, kind, scope, key, old, new, origin, maxlen)
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, string.format('%d-0', rev),
-    'k', kind, 's', scope, 'f', key, 'o', old, 'n', new, 'g', origin)
+    'm', cmsgpack.pack({kind, scope, key, old, new, origin}))
 end
 """
 
@@ -138,13 +143,13 @@ SET = Script(
     + _APPEND_EVENT
     + """
 local old = redis.call('HGET', KEYS[1], ARGV[3])
+local existed, kind = 1, 'u'
+if not old then existed, kind, old = 0, 'c', '' end
 local rev = redis.call('INCR', KEYS[3])
+append_event(rev, kind, ARGV[2], ARGV[3], old, ARGV[4], ARGV[5], ARGV[6])
 redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
 redis.call('HSET', KEYS[2], ARGV[3], rev)
 redis.call('ZADD', KEYS[5], 0, ARGV[2])
-local existed, kind = 1, 'u'
-if not old then existed, kind, old = 0, 'c', '' end
-append_event(rev, kind, ARGV[2], ARGV[3], old, ARGV[4], ARGV[5], ARGV[6])
 return {rev, existed, old}
 """,
 )
@@ -158,17 +163,15 @@ DELETE = Script(
     + _APPEND_EVENT
     + """
 local old = redis.call('HGET', KEYS[1], ARGV[3])
+local existed = 1
+if not old then existed, old = 0, '' end
 local rev = redis.call('INCR', KEYS[3])
+append_event(rev, 'd', ARGV[2], ARGV[3], old, '', ARGV[4], ARGV[5])
 redis.call('HDEL', KEYS[2], ARGV[3])
-local existed = 0
-if old then
-  existed = 1
+if existed == 1 then
   redis.call('HDEL', KEYS[1], ARGV[3])
   if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('ZREM', KEYS[5], ARGV[2]) end
-else
-  old = ''
 end
-append_event(rev, 'd', ARGV[2], ARGV[3], old, '', ARGV[4], ARGV[5])
 return {rev, existed, old}
 """,
 )
@@ -189,13 +192,13 @@ if ARGV[4] == '1' then
 elseif cur then
   return {0}
 end
+local kind = 'u'
+if not cur then kind, cur = 'c', '' end
 local rev = redis.call('INCR', KEYS[3])
+append_event(rev, kind, ARGV[2], ARGV[3], cur, ARGV[6], ARGV[7], ARGV[8])
 redis.call('HSET', KEYS[1], ARGV[3], ARGV[6])
 redis.call('HSET', KEYS[2], ARGV[3], rev)
 redis.call('ZADD', KEYS[5], 0, ARGV[2])
-local kind = 'u'
-if not cur then kind, cur = 'c', '' end
-append_event(rev, kind, ARGV[2], ARGV[3], cur, ARGV[6], ARGV[7], ARGV[8])
 return {rev}
 """,
 )

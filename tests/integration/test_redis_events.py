@@ -196,3 +196,22 @@ async def test_a_failing_sink_does_not_stop_delivery(
     await seen.until(rev)
     assert seen.revisions == [1, 2]
     assert a.statistics()["redis_event_sink_errors_total"] == 2
+
+
+async def test_foreign_stream_entry_is_skipped_and_never_splits_a_write(
+    redis_server: RedisServer, redis_adapter_factory: AdapterFactory
+) -> None:
+    a = await redis_adapter_factory(redis_server)
+    seen = Seen(a)
+    await a.set("s", "k", 1)
+    # Something else appends to our stream, taking the next id.
+    redis_server.command("XADD", "iii-gateway:events", "2-0", "foo", "bar")
+    with pytest.raises(AdapterError, match="XADD"):
+        await a.set("s", "k", 2)  # its revision (2) cannot be appended: nothing is written
+    entry = await a.get("s", "k")
+    assert entry is not None and (entry.value, entry.revision) == (1, 1)
+    rev = (await a.set("s", "k", 3)).revision
+    await seen.until(rev)
+    assert (rev, seen.revisions) == (3, [1, 3])
+    stats = a.statistics()
+    assert (stats["redis_bad_events_total"], stats["redis_events_missed_total"]) == (1, 0)
