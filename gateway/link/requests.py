@@ -266,17 +266,28 @@ class WatchArgs:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotArgs:
-    """Every key of the scopes matching ``patterns``, read at one revision (for resync)."""
+    """Every key of the scopes matching ``patterns``, read at one revision (for resync).
+
+    With ``after``, only the keys whose revision is newer than ``after`` (what changed since a
+    downstream's last relayed revision; the rest it already has).
+    """
 
     OP: ClassVar[str] = "snapshot"
     patterns: tuple[str, ...]
+    after: int | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {"patterns": list(self.patterns)}
+        wire: dict[str, Any] = {"patterns": list(self.patterns)}
+        if self.after is not None:
+            wire["after"] = self.after
+        return wire
 
     @classmethod
     def from_wire(cls, args: Mapping[str, Any]) -> SnapshotArgs:
-        return cls(_patterns(args, cls.OP))
+        after = args.get("after")
+        if after is not None and (type(after) is not int or after < 0):
+            _bad(cls.OP, "after", "a non-negative integer or nil", after)
+        return cls(_patterns(args, cls.OP), after)
 
 
 @dataclass(frozen=True, slots=True)
