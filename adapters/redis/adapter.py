@@ -128,6 +128,9 @@ class RedisAdapter:
     event_batch: int = 1000
     #: Seconds between reconcile SCANs for scopes created by foreign writers; 0 disables.
     reconcile_interval: float = 60.0
+    #: Seconds an engine's saved event position outlives its last refresh (a gateway away for
+    #: longer starts from the present, like a new engine id).
+    cursor_ttl: int = 7 * 24 * 3600
     #: Scope index entries checked per prune round trip in ``list_groups``.
     groups_chunk: int = 1000
 
@@ -166,12 +169,14 @@ class RedisAdapter:
             command_timeout=self._timeout,
             backoff_base=self.reconnect_backoff_base,
             backoff_cap=self.reconnect_backoff_cap,
+            cursor_ttl=self.cursor_ttl,
         )
         self._locks = _KeyLocks()
         self._state = _NEW
         self._epoch = ""
         self._revision = 0  # highest revision this process has seen assigned
         self._reconciler: asyncio.Task[None] | None = None
+        self._closing: asyncio.Future[None] | None = None
         self.cas_retries_total = 0
         self.cas_exhausted_total = 0
         self.corrupt_values_total = 0
@@ -181,15 +186,24 @@ class RedisAdapter:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Reach Redis, learn (or create) the epoch, find the event position, start tasks."""
+        """Reach Redis, learn (or create) the epoch, find the event position, start tasks.
+
+        Raises AdapterUnavailable/AdapterTimeout when Redis cannot be reached (connections are
+        released; the adapter is closed).
+        """
         if self._state != _NEW:
             raise AdapterError("redis adapter: start() called twice")
-        async with self._deadline("start"):
-            self._epoch = await self._init_epoch()
-            cursor_raw, revision_raw = await asyncio.gather(
-                self._exec.call("GET", self._keys.cursor(self.engine_id)),
-                self._exec.call("GET", self._keys.revision),
-            )
+        try:
+            async with self._deadline("start"):
+                self._epoch = await self._init_epoch()
+                cursor_raw, revision_raw = await asyncio.gather(
+                    self._exec.call("GET", self._keys.cursor(self.engine_id)),
+                    self._exec.call("GET", self._keys.revision),
+                )
+        except BaseException:
+            self._state = _CLOSED
+            await self._exec.aclose()
+            raise
         self._revision = int(revision_raw or 0)
         cursor = EventTailer.parse_cursor(cursor_raw)
         if cursor is None:
@@ -212,9 +226,18 @@ class RedisAdapter:
         )  # fmt: skip
 
     async def close(self) -> None:
-        """Stop the tasks, save the event position, close connections. Idempotent."""
-        if self._state == _CLOSED:
+        """Stop the tasks, save the event position, close connections. Idempotent: a second
+        call waits for the first to finish."""
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
             return
+        self._closing = asyncio.get_running_loop().create_future()
+        try:
+            await self._close()
+        finally:
+            self._closing.set_result(None)
+
+    async def _close(self) -> None:
         started = self._state == _OPEN
         self._state = _CLOSED
         if self._reconciler is not None:

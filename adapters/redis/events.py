@@ -15,7 +15,10 @@ Guarantees and their limits:
   ``P cursor:<engine_id>`` (pipelined with the next XREAD, no extra round trip), and once more
   at close. A new adapter with the same ``engine_id`` resumes there: nothing missed, nothing
   repeated after a clean stop. After a crash of the gateway the batch in flight may be
-  delivered again (the cursor lags delivery by at most one batch).
+  delivered again (the cursor lags delivery by at most one batch). The key expires
+  ``cursor_ttl`` after its last write (refreshed while the gateway runs), so engine ids that
+  never come back do not pile up in Redis; the engine id must be stable across restarts for
+  resuming to work.
   A Redis restart or connection loss only breaks the XREAD; the tailer reconnects with
   exponential jittered backoff and continues from the last delivered id.
 * **Trimmed history.** The stream keeps about ``stream_max_len`` entries. When the next entry
@@ -115,6 +118,7 @@ class EventTailer:
         command_timeout: float,
         backoff_base: float,
         backoff_cap: float,
+        cursor_ttl: int,
     ) -> None:
         self._executor = executor
         self._layout = layout
@@ -133,6 +137,8 @@ class EventTailer:
         self.epoch = ""
         self.delivered = 0  # revision of the last event handed to the sinks
         self._persisted: bytes | None = None
+        self._persisted_at = 0.0  # loop time of the last cursor write
+        self.cursor_ttl = cursor_ttl
         self.events_delivered_total = 0
         self.events_missed_total = 0
         self.sink_errors_total = 0
@@ -171,6 +177,7 @@ class EventTailer:
         self.epoch = epoch
         self.delivered = from_revision
         self._persisted = self.cursor if saved else None
+        self._persisted_at = asyncio.get_running_loop().time()
         self._task = asyncio.create_task(self._run(), name="redis-event-tailer")
 
     async def stop(self) -> None:
@@ -189,7 +196,7 @@ class EventTailer:
         """Write the current position now (at close; the loop does it after each batch)."""
         if self.epoch and self._persisted != self.cursor:
             value = self.cursor
-            await self._executor.call("SET", self._cursor_key, value)
+            await self._executor.call("SET", self._cursor_key, value, "EX", self.cursor_ttl)
             self._persisted = value
 
     async def wait_delivered(self, revision: int) -> None:
@@ -229,8 +236,9 @@ class EventTailer:
         """One pipelined exchange: save the position, check the epoch, read new entries."""
         commands: list[tuple[Any, ...]] = []
         cursor = self.cursor
-        if cursor != self._persisted:
-            commands.append(("SET", self._cursor_key, cursor))
+        now = asyncio.get_running_loop().time()
+        if cursor != self._persisted or now - self._persisted_at > self.cursor_ttl / 4:
+            commands.append(("SET", self._cursor_key, cursor, "EX", self.cursor_ttl))
         commands.append(("GET", self._layout.epoch))
         commands.append(
             (
@@ -242,7 +250,7 @@ class EventTailer:
         replies = [await conn.read_response(timeout=None) for _ in commands]
         self._health.mark_up()
         if len(commands) == 3:
-            self._persisted = cursor
+            self._persisted, self._persisted_at = cursor, now
         epoch_raw, stream_reply = replies[-2], replies[-1]
         if epoch_raw is None or epoch_raw.decode("ascii", "replace") != self.epoch:
             await self._new_epoch()

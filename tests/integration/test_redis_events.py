@@ -120,7 +120,10 @@ async def test_restarted_gateway_resumes_without_gap_or_duplicate(
     for i in range(5):
         last = (await writer.set("s", "k", i)).revision
     await seen_first.until(last)
-    await first.close()  # saves its position
+    await first.close()  # saves its position, with an expiry so abandoned ids do not pile up
+    assert redis_server.command("GET", "iii-gateway:cursor:watcher") == f"{first.info().epoch}:5".encode()
+    ttl = redis_server.command("TTL", "iii-gateway:cursor:watcher")
+    assert isinstance(ttl, int) and 0 < ttl <= first.cursor_ttl
     for i in range(5, 12):  # written while the watcher is down
         last = (await writer.set("s", "k", i)).revision
     second = await redis_adapter_factory(redis_server, engine_id="watcher", start=False)
