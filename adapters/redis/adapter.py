@@ -16,15 +16,14 @@ come from other engines. Lua never decodes JSON: the bytes Python wrote are the 
 write of every gateway on this Redis once, in revision order, own writes included (they come
 back through the stream, about one round trip after the write returns).
 
-**Scope index and foreign writers.** ``list_groups`` reads the ``P scopes`` sorted set, kept by
-the write scripts (added on a write, removed when a delete empties the hash), and drops entries
-whose hash has disappeared, so it never walks the keyspace. A reference engine writing the same
-Redis does not maintain the index: a scope it *creates* becomes visible to ``list_groups`` after
-the next reconcile (``SCAN MATCH state:* TYPE hash``), which runs at start, every
-``reconcile_interval`` seconds, and on demand via :meth:`RedisAdapter.reconcile_scopes`; a scope
-it *empties* disappears at once (the prune step). Values it writes are read normally; they carry
-no gateway revision (``Entry.revision`` is the revision of the last gateway write of that key,
-0 if none), and its writes produce no events.
+**Scope index and foreign writers** (:mod:`adapters.redis.scopes`). ``list_groups`` reads the
+``P scopes`` sorted set kept by the write scripts, never the keyspace. A reference engine
+writing the same Redis does not keep the index: a scope it *creates* becomes visible to
+``list_groups`` after the next reconcile (``SCAN MATCH state:* TYPE hash``), which runs at
+start, every ``reconcile_interval`` seconds, and on demand via
+:meth:`RedisAdapter.reconcile_scopes`; a scope it *empties* disappears at once (the prune step).
+Values it writes are read normally; they carry no gateway revision (``Entry.revision`` is the
+revision of the last gateway write of that key, 0 if none), and its writes produce no events.
 
 **Corrupt values** (a field that is not valid JSON, written by something else): ``get`` and
 ``update`` raise :class:`CorruptDataError` naming scope and key; ``list``/``items`` skip the
@@ -53,6 +52,7 @@ from redis.exceptions import ResponseError
 from adapters.redis import scripts as lua
 from adapters.redis.connection import Arg, Health, RedisExecutor, parse_redis_url
 from adapters.redis.events import EventTailer, backoff_delay
+from adapters.redis.scopes import ScopeIndex
 from adapters.redis.scripts import KeyLayout
 from gateway import jsonutil
 from gateway.config.settings import RedisSettings
@@ -131,8 +131,6 @@ class RedisAdapter:
     #: Seconds an engine's saved event position outlives its last refresh (a gateway away for
     #: longer starts from the present, like a new engine id).
     cursor_ttl: int = 7 * 24 * 3600
-    #: Scope index entries checked per prune round trip in ``list_groups``.
-    groups_chunk: int = 1000
 
     def __init__(self, settings: RedisSettings, *, engine_id: str, metrics: Metrics | None = None) -> None:
         if not engine_id:
@@ -171,6 +169,7 @@ class RedisAdapter:
             backoff_cap=self.reconnect_backoff_cap,
             cursor_ttl=self.cursor_ttl,
         )
+        self._scopes = ScopeIndex(self._exec, self._keys)
         self._locks = _KeyLocks()
         self._state = _NEW
         self._epoch = ""
@@ -416,47 +415,22 @@ class RedisAdapter:
     async def list_groups(self) -> builtins.list[str]:
         """Scopes holding keys, bytewise sorted: the index, pruned of hashes that vanished."""
         self._check_open()
-        groups: builtins.list[str] = []
-        start = b"-"
         async with self._deadline("list_groups"):
-            while True:
-                names = await self._exec.call(
-                    "ZRANGEBYLEX", self._keys.scopes, start, b"+", "LIMIT", 0, self.groups_chunk
-                )
-                if not names:
-                    break
-                keys = [self._keys.scopes]
-                for raw in names:
-                    scope = _name(raw)
-                    keys += [self._keys.scope_hash(scope), self._keys.key_revisions(scope)]
-                live = await self._exec.run_script(lua.PRUNE_SCOPES, keys, names, write=False)
-                groups += [_name(raw) for raw in live]
-                if len(names) < self.groups_chunk:
-                    break
-                start = b"(" + names[-1]
-        return groups
+            return await self._scopes.groups()
 
     async def reconcile_scopes(self) -> int:
         """Index every ``state:*`` hash (scopes created by foreign writers); returns how many.
 
-        A keyspace-wide SCAN in pages of 1000: it runs in the background (at start and every
-        ``reconcile_interval``) or when called, never on a request path.
+        A keyspace-wide SCAN, each page under its own deadline: it runs in the background (at
+        start and every ``reconcile_interval``) or when called, never on a request path.
         """
         self._check_open()
-        found = 0
-        cursor: bytes | int = 0
+        found, cursor = 0, 0
         while True:
             async with self._deadline("reconcile"):
-                cursor, names = await self._exec.call(
-                    "SCAN", cursor, "MATCH", b"state:*", "COUNT", 1000, "TYPE", "hash"
-                )
-                if names:
-                    members: builtins.list[Arg] = []
-                    for raw in names:
-                        members += [0, raw[len(lua.SCOPE_HASH_PREFIX) :]]
-                    await self._exec.call("ZADD", self._keys.scopes, *members)
-                    found += len(names)
-            if int(cursor) == 0:
+                cursor, n = await self._scopes.reconcile_page(cursor)
+            found += n
+            if cursor == 0:
                 break
         self.reconciled_scopes_total += found
         return found

@@ -78,7 +78,7 @@ async def test_groups_are_bytewise_sorted_and_names_round_trip(
     redis_server: RedisServer, redis_adapter_factory: AdapterFactory
 ) -> None:
     a = await redis_adapter_factory(redis_server)
-    a.groups_chunk = 2  # exercise the paging of the prune step
+    a._scopes.page = 2  # exercise the paging of the index reads
     scopes = ["é", "a", "Z", "", "B", "a:b*[x]", "日本"]
     for scope in scopes:
         await a.set(scope, "k" + scope, scope)
