@@ -13,7 +13,8 @@ Semantics of the ops served, so a Bridge gets exactly what a local call would re
   say who wrote; ``update`` applies the caller's ``max_value_bytes``;
 - ``get`` keeps a stored null apart from a missing key (``{"value": null, ...}`` vs nil);
 - ``list_groups`` only names scopes the peer may read;
-- ``snapshot`` reads every scope matching the patterns *at one revision* ``R`` (below);
+- ``snapshot`` reads every scope matching the patterns *at one revision* ``R`` (below), items
+  in revision order, optionally only those written after a given revision;
 - ``info`` reports the change history's position, the one a watch can resume from.
 
 **Snapshot at one revision.** Reading many scopes is not atomic on every backend (Redis), so
@@ -66,6 +67,9 @@ log = logging.getLogger(__name__)
 _SNAPSHOT_ATTEMPTS: Final = 3
 _SNAPSHOT_WAIT: Final = 5.0  # seconds to wait for a store's events to catch up with its reads
 _CONTIGUOUS_ADAPTERS: Final = frozenset({"kv", "redis"})
+# The embedded store's operations never need a current task (no asyncio.timeout inside), so
+# the server may start them eagerly; other adapters bound their calls with timeouts.
+_EAGER_OPS: Final = {"kv": frozenset({"get", "set", "delete", "update", "list", "items", "list_groups"})}
 
 
 def _write(result: WriteResult) -> dict[str, Any]:
@@ -123,19 +127,24 @@ class StateLinkHandler:
             case ListGroupsArgs():
                 groups = await a.list_groups()
                 return [g for g in groups if peer.permissions.allows(Action.READ, g)]
-            case SnapshotArgs(patterns=patterns):
-                return await self.snapshot(patterns, peer)
+            case SnapshotArgs(patterns=patterns, after=after):
+                return await self.snapshot(patterns, peer, after=after)
             case InfoArgs():
                 return {"epoch": self.history.epoch, "revision": self.history.last}
             case PingArgs():
                 return {}
         raise InputError(f"unsupported op {args.OP!r}")
 
-    async def snapshot(self, patterns: tuple[str, ...], peer: PeerInfo | None = None) -> dict[str, Any]:
-        """Every key of the scopes matching ``patterns`` at one revision (module docstring)."""
+    async def snapshot(
+        self, patterns: tuple[str, ...], peer: PeerInfo | None = None, *, after: int | None = None
+    ) -> dict[str, Any]:
+        """Every key of the scopes matching ``patterns`` at one revision (module docstring);
+        with ``after``, only the keys written after that revision."""
         for _ in range(_SNAPSHOT_ATTEMPTS):
             found = await self._snapshot_once(patterns, peer)
             if found is not None:
+                if after is not None:
+                    found["items"] = [item for item in found["items"] if item[3] > after]
                 return found
         raise AdapterUnavailable("the store changed too fast to take a consistent snapshot; retry")
 
@@ -176,7 +185,9 @@ class StateLinkHandler:
                 state.pop(slot, None)
             else:
                 state[slot] = (change.new_value, change.revision)
-        items = [[scope, key, value, rev] for (scope, key), (value, rev) in state.items()]
+        items = sorted(
+            ([scope, key, value, rev] for (scope, key), (value, rev) in state.items()), key=lambda i: i[3]
+        )
         return {"epoch": epoch, "revision": newest, "items": items}
 
 
@@ -283,6 +294,6 @@ def build_link_service(
         peers_file=settings.authorized_peers,
         tls=tls,
         cert_hash=cert_hash,
-        **server_options,
+        **{"eager_ops": _EAGER_OPS.get(adapter.name, frozenset()), **server_options},
     )
     return LinkService(server, history, adapter)

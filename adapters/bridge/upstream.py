@@ -19,16 +19,23 @@ last relayed revision (a replay overlapping what we had) is dropped, so after an
 reconnects a local trigger sees each upstream revision exactly once, in order.
 
 **Resync.** When the upstream cannot resume us (``HISTORY_GONE``: the revision left its
-history, it restarted, or its epoch changed), we ask it for its position ``(epoch, R)`` read at
-one revision (``info``, the head of the history every watch is served from) and watch again
-from ``R``. *What local triggers see on a resync: nothing for the changes between the last
-relayed revision and R* -- they are gone from the upstream's history and an edge without a copy
-of the data cannot reconstruct them (a synthetic event would have to invent ``old_value`` and
-could not represent deletes). The skipped range is logged as a warning with both revisions and
-counted in ``iii_gateway_resyncs_total{upstream,reason}``; every change after ``R`` is relayed
-as usual. Operators size the upstream's history (kv ``history_size``) to cover the outages
-they want to bridge without a gap. A resync also moves the Bridge's own epoch, so gateways
-chained below this one resync too instead of resuming across the hole.
+history, the upstream restarted and its history starts after it, or its epoch changed), we
+take a ``snapshot`` of the routed scopes at one revision ``R`` -- in the same epoch only the keys
+written after our last relayed revision ``L`` -- and watch again from ``R``.
+
+*What local triggers see on a resync.* In the same epoch: one ``state:updated`` event per key
+whose current revision is in ``(L, R]``, in revision order, carrying the key's current value
+and revision, ``old_value`` null and origin ``resync:<upstream>`` (so a consumer can tell a
+catch-up from a live change). This is the Kubernetes-informer "relist" idea: the changes
+themselves are gone from the upstream's history, but their result is not. What it cannot show:
+keys deleted during the gap, and the intermediate values of a key written several times (one
+event, for the last write). After an epoch change: nothing for the old epoch (its revisions
+mean nothing now, and replaying a whole new store as events would be a storm); relaying goes
+on from the new epoch's ``R``. When the snapshot cannot be taken (the peer may not read the
+scopes, or the answer is over the frame limit), the catch-up is skipped the same way. Every
+resync is logged with both revisions and counted in ``iii_gateway_resyncs_total{upstream,
+reason}`` (``history_gone`` or ``epoch_changed``). A resync also moves the Bridge's own epoch,
+so gateways chained below this one resync too instead of resuming across it.
 """
 
 from __future__ import annotations
@@ -61,8 +68,8 @@ from gateway.link.auth import parse_public_key
 from gateway.link.backoff import Backoff
 from gateway.link.client import LinkClient, client_tls_context, connect
 from gateway.link.messages import WatchEvent
-from gateway.link.requests import InfoArgs, RequestArgs, WatchArgs
-from gateway.state.adapter import Change
+from gateway.link.requests import InfoArgs, RequestArgs, SnapshotArgs, WatchArgs
+from gateway.state.adapter import Change, ChangeKind
 
 if TYPE_CHECKING:
     from gateway.metrics import Metrics
@@ -131,6 +138,7 @@ class Upstream:
         self._supervisor: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._relay_live = asyncio.Event()
+        self._first_round = asyncio.Event()  # the first attempt at every endpoint is over
         self._closing = False
         # relay position: everything up to `revision` of `epoch` has been handed to the Bridge
         self.epoch: str | None = None
@@ -148,8 +156,11 @@ class Upstream:
         self._supervisor = asyncio.create_task(self._supervise(), name=f"bridge-upstream-{self.name}")
 
     async def wait_ready(self) -> None:
-        """Until the link is up and, when relaying, the watch has caught up (BacklogEnd)."""
-        await self._connected.wait()
+        """Until the link is up and, when relaying, the watch has caught up (BacklogEnd);
+        or until the first round of dialling failed (then there is nothing to wait for)."""
+        await self._first_round.wait()
+        if self.client is None:
+            return
         if self.relay:
             await self._relay_live.wait()
 
@@ -221,6 +232,8 @@ class Upstream:
     async def _supervise(self) -> None:
         while not self._closing:
             client = await self._dial()
+            self.client = client
+            self._first_round.set()
             if client is None:
                 delay = self.backoff.next_delay()
                 log.warning("bridge: upstream %s unreachable; next attempt in %.1f s", self.name, delay)
@@ -320,19 +333,41 @@ class Upstream:
                 log.warning("bridge: watch on upstream %s ended (%s); resuming", self.name, exc.message)
 
     async def _resync(self, client: LinkClient, why: str) -> None:
-        info = await client.request(InfoArgs())
-        epoch, revision = str(info["epoch"]), int(info["revision"])
+        """Catch up from a snapshot at one revision (module docstring), then resume there."""
+        last = self.revision
+        items: list[Any] = []
+        try:
+            snap = await client.request(SnapshotArgs(self.patterns, after=last))
+            epoch, revision = str(snap["epoch"]), int(snap["revision"])
+            if epoch == self.epoch:
+                items = list(snap["items"])
+        except LinkBroken:
+            raise
+        except GatewayError as exc:  # FORBIDDEN (no read permission), FRAME_TOO_LARGE ...
+            log.warning("bridge: no snapshot from upstream %s (%s); no catch-up", self.name, exc.message)
+            info = await client.request(InfoArgs())
+            epoch, revision = str(info["epoch"]), int(info["revision"])
         reason = "epoch_changed" if epoch != self.epoch else "history_gone"
         log.warning(
             "bridge: upstream %s cannot resume after revision %d of epoch %s (%s); resyncing at "
-            "revision %d of epoch %s: changes in between are not relayed to local triggers",
-            self.name, self.revision, self.epoch, why, revision, epoch,
+            "revision %d of epoch %s with %d catch-up events",
+            self.name, last, self.epoch, why, revision, epoch, len(items),
         )  # fmt: skip
         self.resyncs_total += 1
         if self._metrics is not None:
             self._metrics.resyncs.labels(self.name, reason).inc()
-        self.epoch, self.revision = epoch, revision
         self.generation += 1
+        self.epoch = epoch
+        origin = f"resync:{self.name}"
+        for scope, key, value, item_revision in items:
+            if item_revision <= self.revision or item_revision > revision:
+                continue
+            self.revision = item_revision
+            if self._owns(scope):
+                self.events_relayed_total += 1
+                change = Change(scope, key, ChangeKind.UPDATED, None, value, item_revision, origin)
+                self._deliver(self, change)
+        self.revision = revision
 
     # WatchListener: called synchronously from the link, in order.
 

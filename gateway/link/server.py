@@ -219,14 +219,19 @@ class _ServerLink(LinkProtocol):
         self.server.watches.recheck(self, permissions)
 
     def _start_request(self, rid: int, args: RequestArgs) -> None:
-        """Run the request's handler now, up to its first real suspension.
+        """Run the request's handler now, up to its first real suspension (``eager_ops``).
 
         Most requests on the embedded store finish without ever waiting (a ``get`` is a dict
         lookup); a task per request would cost more than the request itself. So the handler
         coroutine is started eagerly, and only if it suspends is the rest handed to a task
         (Python 3.12's eager task factory, by hand). Cancellation reaches the suspended part.
+        Only for ops the handler declared safe: code that needs a current task (``asyncio.
+        timeout``) cannot run in the eager part.
         """
         coro = self._serve(rid, args)
+        if args.OP not in self.server.eager_ops:
+            self.tasks[rid] = asyncio.create_task(coro, name=f"link-req-{rid}")
+            return
         try:
             pending = coro.send(None)
         except StopIteration:
@@ -292,6 +297,7 @@ class LinkServer:
         history: the store's change history (watches are refused without one).
         tls: a server SSL context (see :func:`server_tls_context`); ``cert_hash`` the sha256 of
             our certificate (DER), which clients bind the handshake to.
+        eager_ops: ops whose handler may start outside a task (it must not need one).
     """
 
     def __init__(
@@ -317,8 +323,10 @@ class LinkServer:
         max_watch_buffer: int = 10_000,
         max_outbound_bytes: int = 16 * 1024 * 1024,
         rate_limiter: AuthRateLimiter | None = None,
+        eager_ops: frozenset[str] = frozenset(),
     ) -> None:
         self.handler = handler
+        self.eager_ops = eager_ops
         self.identity = identity
         self.peers = peers
         self.metrics = metrics
@@ -377,6 +385,8 @@ class LinkServer:
         await self.watches.stop()
         for link in links:
             link.close(GOING_AWAY, "the upstream is shutting down")
+            if link.transport is not None and not link.transport.is_closing():
+                link.transport.resume_reading()  # to read the peer's answering Close
         await asyncio.gather(*(link.wait_closed(self.close_timeout) for link in links))
         leftovers = [t for link in links for t in link.tasks.values()]
         for task in leftovers:

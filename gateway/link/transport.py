@@ -82,6 +82,7 @@ class LinkProtocol(asyncio.Protocol):
         self.address = "unknown"
         self._loop = asyncio.get_running_loop()
         self._flush_scheduled = False
+        self.queued_since_flush = 0  # frames producers queued since the last write (see flush)
         self._timer: asyncio.TimerHandle | None = None
         self._abort_timer: asyncio.TimerHandle | None = None
         self.writing_paused = False
@@ -252,7 +253,16 @@ class LinkProtocol(asyncio.Protocol):
         self._flush()
         self._after_state_change()
 
+    def flush(self) -> None:
+        """Write the connection's output to the transport now (not at the end of the tick).
+
+        For producers that queue many frames in one tick (a burst of watch events): once the
+        bytes are in the transport, its buffer size and flow control see them.
+        """
+        self._flush()
+
     def _flush(self) -> None:
+        self.queued_since_flush = 0
         conn, transport = self.conn, self.transport
         if conn is None or transport is None or transport.is_closing():
             return

@@ -18,7 +18,8 @@ A ``watch(patterns, from_revision, epoch)`` request opens a stream on its connec
    recent revision (etcd's progress notify).
 
 **Slow consumers.** Memory per watch is bounded twice: the replay buffer (``max_buffer``
-changes) and, live, the connection's unsent bytes (``max_outbound_bytes``). Over either bound the
+changes) and, live, the connection's unsent bytes (``max_outbound_bytes``, checked against the
+transport's buffer, into which a burst is written every few dozen events). Over either bound the
 watch is ended with ``SLOW_CONSUMER``; the events already queued still go out, and the
 downstream resumes from the last revision it received (or resyncs if the ring moved past it).
 Nothing ever grows without bound because a peer reads slowly.
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 
 SLOW_CONSUMER: Final = "SLOW_CONSUMER"
 _REPLAY_CHUNK: Final = 256  # events sent between two checks of the socket during a replay
+_FLUSH_EVERY: Final = 64  # live events queued on one link in one tick before writing them out
 
 
 class _Watch:
@@ -250,7 +252,11 @@ class WatchHub:
                 continue
             self.events_sent_total += 1
             watch.last_mark = change.revision
-            link.kick()
+            link.queued_since_flush += 1
+            if link.queued_since_flush >= _FLUSH_EVERY:
+                link.flush()  # so the bound above sees a burst within one tick
+            else:
+                link.kick()
 
     def _on_reset(self, why: str) -> None:
         for link, sub_id in list(self._watches):

@@ -92,7 +92,7 @@ async def bridge(tmp_path: Path) -> AsyncIterator[AdapterCase]:
     edge_key = write_key(tmp_path / "keys", "edge")
     upstream = InProcessUpstream(tmp_path / "central", [Peer("edge", edge_key)])
     await upstream.start()
-    settings = bridge_settings(edge_key, [("central", [upstream.endpoint()], upstream.key.public, ["*"])])
+    settings = bridge_settings(edge_key, [("central", [upstream.endpoint()], upstream.public, ["*"])])
     adapter = BridgeAdapter(settings, engine_id=ENGINE_ID, backoff=fast_backoff)
     try:
         await adapter.start()
@@ -102,7 +102,60 @@ async def bridge(tmp_path: Path) -> AsyncIterator[AdapterCase]:
         await upstream.stop()
 
 
-ADAPTER_FIXTURES = ["kv_in_memory", "kv_file_based", "redis_adapter", "bridge"]
+@pytest.fixture
+async def bridge_to_redis(tmp_path: Path) -> AsyncIterator[AdapterCase]:
+    # A Bridge to an upstream whose store is Redis (a private redis-server on a free port).
+    if not redis_available():
+        pytest.skip("redis-server is not installed")
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    edge_key = write_key(tmp_path / "keys", "edge")
+    central = RedisAdapter(RedisSettings(redis_url=server.url), engine_id="central")
+    upstream = InProcessUpstream(tmp_path / "central", [Peer("edge", edge_key)], adapter=central)
+    try:
+        await upstream.start()
+        settings = bridge_settings(edge_key, [("central", [upstream.endpoint()], upstream.public, ["*"])])
+        adapter = BridgeAdapter(settings, engine_id=ENGINE_ID, backoff=fast_backoff)
+        await adapter.start()
+        yield AdapterCase(adapter, ordered=False)  # Redis does not keep key order
+        await adapter.close()
+    finally:
+        await upstream.stop()
+        server.kill()
+
+
+@pytest.fixture
+async def bridge_chain(tmp_path: Path) -> AsyncIterator[AdapterCase]:
+    # edge -> region -> central: the region is a gateway whose own store is a Bridge.
+    edge_key = write_key(tmp_path / "keys", "edge")
+    region_key = write_key(tmp_path / "keys", "region")
+    central = InProcessUpstream(tmp_path / "central", [Peer("region", region_key)])
+    await central.start()
+    region_settings = bridge_settings(region_key, [("central", [central.endpoint()], central.public, ["*"])])
+    region_bridge = BridgeAdapter(region_settings, engine_id="region", backoff=fast_backoff)
+    region = InProcessUpstream(
+        tmp_path / "region", [Peer("edge", edge_key)], adapter=region_bridge, name="region"
+    )
+    try:
+        await region.start()
+        settings = bridge_settings(edge_key, [("region", [region.endpoint()], region.public, ["*"])])
+        adapter = BridgeAdapter(settings, engine_id=ENGINE_ID, backoff=fast_backoff)
+        await adapter.start()
+        yield AdapterCase(adapter)
+        await adapter.close()
+    finally:
+        await region.stop()
+        await central.stop()
+
+
+ADAPTER_FIXTURES = [
+    "kv_in_memory",
+    "kv_file_based",
+    "redis_adapter",
+    "bridge",
+    "bridge_to_redis",
+    "bridge_chain",
+]
 
 
 @pytest.fixture(params=ADAPTER_FIXTURES)

@@ -22,6 +22,7 @@ from gateway.config.settings import (
     Endpoint,
     KvSettings,
     LinkSettings,
+    ServerTlsSettings,
     UpstreamSettings,
 )
 from gateway.federation import LinkService, build_link_service
@@ -35,6 +36,7 @@ __all__ = [
     "KeyFile",
     "Peer",
     "bridge_settings",
+    "eventually",
     "fast_backoff",
     "write_key",
     "write_peers",
@@ -99,9 +101,13 @@ class InProcessUpstream:
     name: str = "central"
     server_options: dict[str, Any] = field(default_factory=dict)
     history_size: int = 100_000
+    key: KeyFile | None = None  # default: a fresh key; pass one to serve as the same identity
+    tls: ServerTlsSettings | None = None
 
     def __post_init__(self) -> None:
-        self.key = write_key(self.directory, self.name)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.key is None:
+            self.key = write_key(self.directory, self.name)
         self.peers_file = write_peers(self.directory / f"{self.name}-peers.yaml", self.peers)
         self.metrics = Metrics()
         if self.adapter is None:
@@ -112,10 +118,12 @@ class InProcessUpstream:
         assert self.adapter is not None
         if start_adapter:
             await self.adapter.start()
+        assert self.key is not None
         settings = LinkSettings(
             listen=f"127.0.0.1:{port}",
             identity=str(self.key.path),
             authorized_peers=str(self.peers_file),
+            tls=self.tls,
         )
         self.service = build_link_service(
             settings,
@@ -133,7 +141,12 @@ class InProcessUpstream:
         return self.service.port
 
     def endpoint(self) -> Endpoint:
-        return Endpoint("tcp", "127.0.0.1", self.port)
+        return Endpoint("tls" if self.tls else "tcp", "127.0.0.1", self.port)
+
+    @property
+    def public(self) -> str:
+        assert self.key is not None
+        return self.key.public
 
     async def stop(self, *, close_adapter: bool = True) -> None:
         if self.service is not None:
@@ -189,3 +202,15 @@ class ChangeLog:
 
     async def wait_count(self, count: int, timeout: float = 10.0) -> list[Change]:
         return await self.wait_for(lambda changes: len(changes) >= count, timeout)
+
+
+async def eventually(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:
+    """Wait until ``predicate()`` is true (checked every 10 ms), failing after ``timeout``."""
+    import asyncio
+
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
