@@ -7,7 +7,9 @@ Rows, each with ``--concurrency`` callers and ``--ops`` operations:
 
 * ``redis-benchmark``: ``-t set,get -c C -n N -d <value size>`` (C, no Python at all);
 * ``redis-py``: a bare ``redis.asyncio`` client doing HSET/HGET on ``state:bench`` (the
-  reference layout, without scripts, revisions or events): the Python client ceiling;
+  reference layout, without scripts, revisions or events): the Python client ceiling; and the
+  adapter's own set script through that bare client (``set script``): what the atomic
+  write-with-event costs before any of the adapter's Python;
 * ``adapter``: ``RedisAdapter.set/get/update`` (a Lua script per write with INCR + XADD, a
   script per read, read + CAS script per update), with its event tailer running, plus how fast
   the tailer delivered the events of the set row.
@@ -38,6 +40,8 @@ from urllib.parse import urlsplit
 import redis.asyncio as aioredis
 
 from adapters.redis import RedisAdapter
+from adapters.redis import scripts as lua
+from adapters.redis.scripts import KeyLayout
 from gateway import jsonutil
 from gateway.config.settings import RedisSettings
 from gateway.state.adapter import Change
@@ -98,16 +102,28 @@ def _redis_benchmark(url: str, ops: int, callers: int) -> dict[str, dict[str, fl
 async def _bare_redis_py(url: str, ops: int, callers: int) -> dict[str, dict[str, float]]:
     client = aioredis.Redis.from_url(url, max_connections=callers, protocol=2)
     texts = [jsonutil.dumps(_value(i)) for i in range(ops)]
+    # The adapter's set script run bare (same keys, epoch and event), to split Redis-side cost
+    # from the adapter's Python.
+    layout = KeyLayout(PREFIX.encode())
+    keys = layout.write_keys(SCOPE)
+    await client.set(layout.epoch, "bench-epoch")
+    await client.script_load(lua.SET.source)
+
+    def set_script(i: int) -> Awaitable[object]:
+        args = ("bench-epoch", SCOPE, f"k{i}", texts[i], "bench", 100_000)
+        return client.evalsha(lua.SET.sha, len(keys), *keys, *args)
+
     try:
         rows = {
             "set": await _concurrent(
                 ops, callers, lambda i: client.hset("state:" + SCOPE, f"k{i}", texts[i])
             ),
             "get": await _concurrent(ops, callers, lambda i: client.hget("state:" + SCOPE, f"k{i}")),
+            "set script": await _concurrent(ops, callers, set_script),
         }
-        await client.delete("state:" + SCOPE)
     finally:
         await client.aclose()
+        await _cleanup(url)
     return rows
 
 
@@ -182,6 +198,9 @@ def _print(rows: dict[str, dict[str, dict[str, float]]]) -> None:
             if op in ours and op in rows.get(anchor, {}):
                 ratio = ours[op]["ops_s"] / rows[anchor][op]["ops_s"]
                 print(f"adapter {op} / {anchor} {op}: {ratio:.2f}x")
+    if "set" in ours and "set script" in rows.get("redis-py", {}):
+        ratio = ours["set"]["ops_s"] / rows["redis-py"]["set script"]["ops_s"]
+        print(f"adapter set / redis-py set script: {ratio:.2f}x")
     if "update" in ours and "set" in ours:
         print(f"adapter update / adapter set: {ours['update']['ops_s'] / ours['set']['ops_s']:.2f}x")
 
