@@ -33,7 +33,14 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.errors import ConfigError, ForbiddenError, GatewayError, LinkClosed, LocalProtocolError
+from gateway.errors import (
+    ConfigError,
+    ForbiddenError,
+    GatewayError,
+    LinkClosed,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
 from gateway.link.acl import PeerDirectory, Permissions, load_authorized_peers
 from gateway.link.auth import AuthFailure, AuthRateLimiter, ReplayCache, ServerHandshake
 from gateway.link.connection import LinkConnection
@@ -196,6 +203,14 @@ class _ServerLink(LinkProtocol):
                 self.server.auth_failed(self, event.reason, event.message)
             case _:
                 pass
+
+    def on_protocol_error(self, exc: RemoteProtocolError) -> None:
+        if self.peer is None:  # garbage or an oversized frame instead of a handshake
+            conn = self.conn
+            reason = conn.handshake_failure if conn is not None else None
+            self.server.auth_failed(self, reason or AuthFailure.MALFORMED, f"{exc.code}: {exc.message}")
+        else:
+            log.warning("link: peer %s broke the protocol (%s: %s)", self._who(), exc.code, exc.message)
 
     def _opened(self, event: HandshakeComplete) -> None:
         perms = event.permissions or Permissions()
