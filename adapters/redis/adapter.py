@@ -108,7 +108,14 @@ class _KeyLocks:
 
 
 class RedisAdapter:
-    """The ``redis`` state adapter. See the module docstring for the design."""
+    """The ``redis`` state adapter. See the module docstring for the design.
+
+    The user-facing knobs come from :class:`RedisSettings` (``redis_url``, connect and command
+    timeouts, ``pool_size``, ``stream_max_len``, ``key_prefix``). The class attributes below are
+    engineering tunables with safe defaults; the constructor reads the connection, tailer and
+    cursor ones, so override those on the class (or a subclass) before constructing; the CAS and
+    reconcile ones are read per use.
+    """
 
     name = "redis"
 
@@ -137,7 +144,7 @@ class RedisAdapter:
             raise ConfigError("the redis adapter needs a non-empty engine_id (it names the event cursor)")
         self.settings = settings
         self.engine_id = engine_id
-        self._metrics = metrics
+        self._metrics = metrics  # no Redis-specific families: live values go via statistics()
         try:
             self._keys = KeyLayout(_enc(settings.key_prefix))
         except ValueError as exc:
