@@ -105,8 +105,11 @@ def parse_http_config(config: Any) -> HttpRoute:
     return HttpRoute(method.upper(), path, segments, cond, tuple(mws))
 
 
-def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    body = {"error": {"code": code, "message": message}, **extra}
+def _error(status: int, code: str, message: str, *, error_id: str | None = None, **top: Any) -> web.Response:
+    error = {"code": code, "message": message}
+    if error_id is not None:
+        error["error_id"] = error_id
+    body = {"error": error, **top}
     return web.Response(status=status, body=dumps(body).encode(), content_type="application/json")
 
 

@@ -298,9 +298,11 @@ def _shutdown_and_drain(worker: III) -> None:
     with "AST constructor recursion depth mismatch". Cancelling them here keeps that
     deterministic. (Test-only use of the SDK's private loop.)
     """
-    worker.shutdown()
     loop: asyncio.AbstractEventLoop = worker._loop
     thread: threading.Thread = worker._thread
+    if not thread.is_alive():
+        return  # already shut down (calling shutdown() again would wait forever)
+    worker.shutdown()
     if thread.is_alive() or loop.is_running() or loop.is_closed():
         return
     tasks = asyncio.all_tasks(loop)
