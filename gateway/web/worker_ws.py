@@ -6,10 +6,9 @@ telemetry socket the SDK opens beside it (accepted and drained, so the SDK does 
 
 Per connection there is one reader (the aiohttp handler task: it decodes frames through the
 session and applies the events without awaiting anything but socket reads), one writer task
-draining a bounded outbox (so frames leave in the order they were queued, and a worker that
-stops reading slows only the calls addressed to it), and one task per incoming call, owned by
-the hub. The reader never waits on a call: a worker's handler may call back into the engine
-(nested calls), and those answers arrive through the same reader.
+draining the connection's bounded outbox (:mod:`gateway.web.worker_connection`), and one
+task per incoming call, owned by the hub. The reader never waits on a call: a worker's handler
+may call back into the engine (nested calls), and those answers arrive through the same reader.
 
 Functions a worker registers go into the shared :class:`FunctionRegistry` with
 ``owner=<worker id>``; their handler sends an E->W ``invokefunction`` and awaits the matching
@@ -25,15 +24,13 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import time
-from collections import deque
 from collections.abc import Coroutine
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from gateway.config.settings import ServerSettings
-from gateway.errors import GatewayError, InvocationError, LocalProtocolError
+from gateway.errors import GatewayError
 from gateway.functions import DEFAULT_NAMESPACE, NO_RESULT, FunctionRegistry
 from gateway.jsonutil import dumps
 from gateway.metrics import Metrics
@@ -56,158 +53,13 @@ from gateway.protocol import (
     WorkerSession,
 )
 from gateway.triggers.registry import Trigger, TriggerRegistry
+from gateway.web.worker_connection import FunctionKey, WorkerConnection, not_invokable
 
 __all__ = ["WorkerConnection", "WorkerHub"]
 
 log = logging.getLogger(__name__)
 
-FunctionKey = tuple[str, str]  # (namespace, function id)
-
 _ENQUEUE_ERROR = {"code": "enqueue_error", "message": "No queue provider is installed."}
-
-
-def _stopped() -> InvocationError:
-    return InvocationError("Invocation stopped", code="invocation_stopped")
-
-
-def _error_from_wire(error: Any) -> InvocationError:
-    """A worker's error body, forwarded unchanged (code, message, stacktrace) to the caller."""
-    if isinstance(error, dict):
-        stack = error.get("stacktrace")
-        return InvocationError(
-            str(error.get("message", "")),
-            code=str(error.get("code") or "invocation_failed"),
-            stacktrace=stack if isinstance(stack, str) else None,
-        )
-    return InvocationError(str(error), code="invocation_failed")
-
-
-class _Outbox:
-    """A bounded FIFO of frames for one socket; ``put`` waits for room, ``close`` frees waiters."""
-
-    def __init__(self, limit: int) -> None:
-        self._items: deque[str] = deque()
-        self._limit = limit
-        self._nonempty = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
-        self.closed = False
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def put_nowait(self, frame: str) -> bool:
-        if self.closed or len(self._items) >= self._limit:
-            return False
-        self._items.append(frame)
-        self._nonempty.set()
-        if len(self._items) >= self._limit:
-            self._room.clear()
-        return True
-
-    async def put(self, frame: str) -> bool:
-        """Queue a frame, waiting while full. False when the socket closed meanwhile."""
-        while not self.closed and len(self._items) >= self._limit:
-            await self._room.wait()
-        return self.put_nowait(frame)
-
-    async def get(self) -> str | None:
-        """The next frame, or None once closed."""
-        while not self._items:
-            if self.closed:
-                return None
-            self._nonempty.clear()
-            await self._nonempty.wait()
-        frame = self._items.popleft()
-        if len(self._items) < self._limit:
-            self._room.set()
-        return frame
-
-    def close(self) -> None:
-        self.closed = True
-        self._items.clear()
-        self._room.set()
-        self._nonempty.set()
-
-
-class WorkerConnection:
-    """One connected worker: its session, socket, outbox and the calls waiting on it."""
-
-    def __init__(self, session: WorkerSession, ws: web.WebSocketResponse, *, outbox_size: int) -> None:
-        self.session = session
-        self.ws = ws
-        self.id = session.worker_id
-        self.outbox = _Outbox(outbox_size)
-        self.connected_at = time.time()
-        #: Functions this worker registered, by (namespace, id), for failover re-installs.
-        self.functions: dict[FunctionKey, RegisterFunction] = {}
-        #: Calls from this worker being processed now (bounded by the hub).
-        self.inflight = 0
-        self._calls: dict[str, asyncio.Future[InvocationResult]] = {}
-        self.cleaned = False
-        #: Set once the connection is gone and everything it registered was removed.
-        self.closed = asyncio.Event()
-
-    def __repr__(self) -> str:
-        return f"<WorkerConnection {self.id} {self.session.state.name} calls={len(self._calls)}>"
-
-    @property
-    def namespace(self) -> str:
-        return self.session.namespace or DEFAULT_NAMESPACE
-
-    async def send(self, frame: str) -> bool:
-        """Queue a frame (waits while the outbox is full). False if the worker is gone."""
-        return await self.outbox.put(frame)
-
-    async def call(self, function_id: str, payload: Any, metadata: Any) -> Any:
-        """Run ``function_id`` on this worker: E->W ``invokefunction``, then await its result."""
-        if not self.session.can_call:
-            raise _stopped()
-        try:
-            invocation_id, frame = self.session.begin_call(function_id, payload, metadata)
-        except LocalProtocolError as exc:
-            raise InvocationError(str(exc), code="invocation_error") from None
-        except (ValueError, TypeError) as exc:
-            raise InvocationError(f"payload is not JSON: {exc}", code="serialization_error") from None
-        future: asyncio.Future[InvocationResult] = asyncio.get_running_loop().create_future()
-        self._calls[invocation_id] = future
-        try:
-            if not await self.outbox.put(frame):
-                raise _stopped()
-            answer = await future
-        finally:
-            self._calls.pop(invocation_id, None)
-            self.session.abandon_call(invocation_id)
-        if answer.error is not None:
-            raise _error_from_wire(answer.error)
-        return NO_RESULT if answer.result is ABSENT else answer.result
-
-    def resolve(self, answer: InvocationResult) -> None:
-        future = self._calls.get(answer.invocation_id)
-        if future is not None and not future.done():
-            future.set_result(answer)
-
-    def fail_calls(self) -> int:
-        """The socket is gone: every call still waiting on this worker fails (invocation_stopped)."""
-        failed = 0
-        for future in self._calls.values():
-            if not future.done():
-                future.set_exception(_stopped())
-                failed += 1
-        self._calls.clear()
-        return failed
-
-    def handler_for(self, function_id: str) -> Any:
-        async def handler(payload: Any, metadata: Any) -> Any:
-            return await self.call(function_id, payload, metadata)
-
-        return handler
-
-
-async def _not_invokable(payload: Any, metadata: Any) -> Any:
-    raise InvocationError(
-        "Function is HTTP-invoked; this engine does not call HTTP functions", code="function_not_invokable"
-    )
 
 
 class WorkerHub:
@@ -435,7 +287,7 @@ class WorkerHub:
         }
         self.functions.register(
             msg.id,
-            _not_invokable if msg.invocation is not None else conn.handler_for(msg.id),
+            not_invokable if msg.invocation is not None else conn.handler_for(msg.id),
             namespace=key[0],
             owner=conn.id,
             description=msg.description,
