@@ -8,7 +8,12 @@ them at scrape time.
 
 Naming: ``iii_gateway_`` prefix, ``_total`` counters, ``_seconds`` histograms. Labels are
 bounded enums (op, adapter, upstream, outcome, event, reason, direction); never a scope, key,
-peer address or id.
+peer address or id. The standard ``process_*``, ``python_gc_*`` and ``python_info`` families
+(memory, CPU, file descriptors, start time) are on the same registry.
+
+Counters whose label values are a fixed set known here are created at zero for every value
+(:data:`PREINITIALIZED`), so a series exists before its first increment: ``rate()`` and
+``increase()`` then see the first event, and dashboards show 0 instead of "no data".
 """
 
 from __future__ import annotations
@@ -17,13 +22,22 @@ import platform
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway import __version__
 
-__all__ = ["LiveCollector", "Metrics", "StatsSource"]
+__all__ = ["PREINITIALIZED", "LiveCollector", "Metrics", "StatsSource"]
 
 # 50 us .. 10 s: loopback ops are sub-millisecond, upstream hops and fsync can be slower.
 LATENCY_BUCKETS = (
@@ -32,6 +46,28 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 
 StatsSource = Callable[[], Mapping[str, float]]
+
+# Label values created at zero (attribute of Metrics -> values of its one label). The auth
+# reasons are gateway.link.auth.AuthFailure's values (a unit test keeps the two in step).
+PREINITIALIZED: dict[str, tuple[str, ...]] = {
+    "events": ("created", "updated", "deleted"),
+    "snapshots": ("ok", "error"),
+    "link_bytes": ("in", "out"),
+    "trigger_drops": ("queue_full", "unregistered"),
+    "auth_failures": (
+        "unknown_key",
+        "bad_signature",
+        "replay",
+        "expired",
+        "bad_server_key",
+        "version",
+        "malformed",
+        "timeout",
+        "rate_limited",
+        "channel_binding",
+        "denied",
+    ),
+}
 
 
 class Metrics:
@@ -180,6 +216,18 @@ class Metrics:
 
         self.live = LiveCollector()
         r.register(self.live)
+
+        for attribute, values in PREINITIALIZED.items():
+            family = getattr(self, attribute)
+            for value in values:
+                family.labels(value)
+
+        # Process figures (RSS, CPU, fds, start time), GC and interpreter info. The default
+        # registry has them already; a registry of our own gets its own instances.
+        if r is not REGISTRY:
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
 
 
 class LiveCollector(Collector):
