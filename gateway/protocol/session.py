@@ -235,7 +235,7 @@ class WorkerSession:
         msg = InvocationResult(call.invocation_id, call.function_id, result=result, error=error)
         try:
             return encode(msg)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, RecursionError) as exc:
             failed = {"code": "serialization_error", "message": f"result is not JSON: {exc}"[:500]}
             return encode(InvocationResult(call.invocation_id, call.function_id, error=failed))
 

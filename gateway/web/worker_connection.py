@@ -128,7 +128,7 @@ class WorkerConnection:
             invocation_id, frame = self.session.begin_call(function_id, payload, metadata)
         except LocalProtocolError as exc:
             raise InvocationError(str(exc), code="invocation_error") from None
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, RecursionError) as exc:
             raise InvocationError(f"payload is not JSON: {exc}", code="serialization_error") from None
         future: asyncio.Future[InvocationResult] = asyncio.get_running_loop().create_future()
         self._calls[invocation_id] = future

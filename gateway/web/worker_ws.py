@@ -269,8 +269,9 @@ class WorkerHub:
         self, conn: WorkerConnection, msg: RegisterFunction, *, namespace: str | None = None
     ) -> None:
         key = (namespace or conn.namespace, msg.id)
-        if self.functions.resolve(msg.id, key[0]) is not None and msg.id.startswith(("engine::", "state::")):
-            log.warning("worker %s registered %s, which a builtin shadows", conn.id, msg.id)
+        shadow = self.functions.resolve(msg.id, key[0])
+        if shadow is not None and shadow.kind == "builtin":
+            log.warning("worker %s registered %s, which a builtin of the same id shadows", conn.id, msg.id)
         conn.functions[key] = msg
         hosts = self._hosts.setdefault(key, [])
         if conn in hosts:
@@ -411,29 +412,32 @@ class WorkerHub:
         """Run one call from a worker and answer it (sync), or not (void)."""
         token = self._caller.set(conn)
         try:
-            if msg.action is not None and msg.action.type == "enqueue":
-                frame = conn.session.reply(msg, error=dict(_ENQUEUE_ERROR))
-            else:
-                namespace = msg.namespace or conn.namespace
-                try:
-                    result = await self.functions.invoke(
-                        msg.function_id, msg.data, namespace=namespace, metadata=msg.metadata
-                    )
-                except GatewayError as exc:
-                    if msg.is_void:
-                        log.debug("void call of %s failed: %s", msg.function_id, exc)
-                    frame = conn.session.reply(msg, error=exc.to_wire())
-                else:
-                    frame = conn.session.reply(msg, result=ABSENT if result is NO_RESULT else result)
+            frame = await self._run(conn, msg)
             if frame is not None:
                 await conn.send(frame)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # never let one call take the hub down
-            log.exception("call of %s from worker %s failed unexpectedly", msg.function_id, conn.id)
         finally:
             conn.inflight -= 1
             self._caller.reset(token)
+
+    async def _run(self, conn: WorkerConnection, msg: InvokeFunction) -> str | None:
+        """The answer frame for one call (None for void calls)."""
+        if msg.action is not None and msg.action.type == "enqueue":
+            return conn.session.reply(msg, error=dict(_ENQUEUE_ERROR))
+        try:
+            result = await self.functions.invoke(
+                msg.function_id, msg.data, namespace=msg.namespace or conn.namespace, metadata=msg.metadata
+            )
+        except GatewayError as exc:
+            if msg.is_void:
+                log.debug("void call of %s failed: %s", msg.function_id, exc)
+            return conn.session.reply(msg, error=exc.to_wire())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug below us: answer the caller and keep the hub running
+            log.exception("call of %s from worker %s failed unexpectedly", msg.function_id, conn.id)
+            error = {"code": "invocation_error", "message": f"{type(exc).__name__}: {exc}"}
+            return conn.session.reply(msg, error=error)
+        return conn.session.reply(msg, result=ABSENT if result is NO_RESULT else result)
 
     async def _hello_builtin(self, payload: Any, metadata: Any) -> Any:
         """``engine::workers::register``: the session already took the namespace and metadata."""
