@@ -41,7 +41,7 @@ class RedisGateway(GatewayProcess):
         self.config.write_text(
             "workers:\n  - name: iii-state\n    config:\n      adapter:\n        name: redis\n"
             f"        config: {{redis_url: '{redis_url}',\n"
-            "                  command_timeout_ms: 1000, connect_timeout_ms: 1000}}\n"
+            "                  command_timeout_ms: 1000, connect_timeout_ms: 1000}\n"
         )
 
     def command(self) -> list[str]:
