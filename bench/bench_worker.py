@@ -1,8 +1,8 @@
 """Worker protocol overhead: ``state::set`` round trips from real iii-sdk workers, side by side
 with a bare JSON echo over an aiohttp WebSocket driven by the same client library (websockets).
 
-    python -m bench.bench_worker                     # 3 s per row, 1 and 8 clients
-    python -m bench.bench_worker --seconds 5 --clients 1,4,8
+    python -m bench.bench_worker                     # 1 and 8 clients, 7 rounds of 0.6 s per case
+    python -m bench.bench_worker --rounds 11 --seconds 1 --clients 1,4,8
 
 The gateway (``python -m gateway serve``, in-memory store) and the echo server each run in a
 child process; the clients run here. Every client keeps one call in flight (round trips, not
@@ -14,8 +14,10 @@ pipelining). SDK rows:
   caller's thread to its loop thread on every call.
 
 The echo clients mirror the SDK's structure (one thread and event loop per client, the same
-frame shapes, permessage-deflate offered as the SDK does). ``cost`` is the echo rate divided by
-the row's rate: how many echo round trips one ``state::set`` round trip costs. DESIGN section 8
+frame shapes, permessage-deflate offered as the SDK does). The cases are measured in
+alternating short rounds and each figure is the median over the rounds, so a change in the
+machine's load during the run skews every case alike. ``cost`` is the echo rate divided by the
+row's rate: how many echo round trips one ``state::set`` round trip costs. DESIGN section 8
 target: <= 1.5x. Numbers, not pass/fail.
 """
 
@@ -26,6 +28,7 @@ import asyncio
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,11 +36,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-WARMUP = 0.5
+WARMUP = 0.2
 
 
 # -- servers ---------------------------------------------------------------------------------
@@ -219,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=3.0, help="measured time per row")
+    parser.add_argument("--seconds", type=float, default=0.6, help="measured time per case and round")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds (the median is reported)")
     parser.add_argument("--clients", default="1,8", help="comma-separated client counts")
     parser.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -240,29 +245,26 @@ def main(argv: list[str] | None = None) -> int:
         echo = _spawn(["-m", "bench.bench_worker", "--echo-server", str(echo_port)], echo_port, log)
         rows: list[tuple[str, int, float, float]] = []
         workers: list[Any] = []
+        echo_url = f"ws://127.0.0.1:{echo_port}"
         try:
             for count in counts:
-                echo_ops = echo_rate(f"ws://127.0.0.1:{echo_port}", count, args.seconds)
-                rows.append(("bare JSON echo (aiohttp + websockets)", count, echo_ops, echo_ops))
                 while len(workers) < count:
                     workers.append(_connect_sdk(f"ws://127.0.0.1:{gw_port}", f"bench-{len(workers)}"))
                 active = workers[:count]
-                rows.append(
-                    (
-                        "iii-sdk state::set, trigger_async",
-                        count,
-                        sdk_async_rate(active, args.seconds),
-                        echo_ops,
-                    )
-                )
-                rows.append(
-                    (
-                        "iii-sdk state::set, trigger (sync)",
-                        count,
-                        sdk_sync_rate(active, args.seconds),
-                        echo_ops,
-                    )
-                )
+                cases: dict[str, Callable[[], float]] = {
+                    "bare JSON echo (aiohttp + websockets)": partial(
+                        echo_rate, echo_url, count, args.seconds
+                    ),
+                    "iii-sdk state::set, trigger_async": partial(sdk_async_rate, active, args.seconds),
+                    "iii-sdk state::set, trigger (sync)": partial(sdk_sync_rate, active, args.seconds),
+                }
+                samples: dict[str, list[float]] = {name: [] for name in cases}
+                for _ in range(args.rounds):
+                    for name, measure in cases.items():
+                        samples[name].append(measure())
+                medians = {name: statistics.median(values) for name, values in samples.items()}
+                echo_ops = medians["bare JSON echo (aiohttp + websockets)"]
+                rows += [(name, count, ops, echo_ops) for name, ops in medians.items()]
         finally:
             for w in workers:
                 w.shutdown()
@@ -270,7 +272,10 @@ def main(argv: list[str] | None = None) -> int:
                 proc.terminate()
                 proc.wait(10)
 
-    print(f"worker protocol round trips, loopback, {args.seconds:g} s per row, gateway store in_memory")
+    print(
+        f"worker protocol round trips, loopback, gateway store in_memory; "
+        f"median of {args.rounds} alternating rounds of {args.seconds:g} s"
+    )
     print(f"{'case':<40} {'clients':>7} {'ops/s':>9} {'us/op':>8} {'cost':>7}")
     for name, count, ops, echo_ops in rows:
         per_op = 1e6 * count / ops if ops else float("inf")
