@@ -5,7 +5,7 @@ they mean (a list of events for the driver); it builds every frame the engine se
 (``initiate``, ``begin_call``, ``reply``, ``error_frames``) and keeps the table of calls the
 engine made to the worker that are still waiting for an answer. It does no I/O, creates no
 tasks and reads no clock, so it is unit-tested and fuzzed without sockets; the aiohttp driver
-(:mod:`gateway.web.worker_ws`) owns the socket, the tasks and the timers.
+(:mod:`gateway.web.worker_ws`) owns the socket and the tasks.
 
 Theory of operation
 -------------------
@@ -61,7 +61,6 @@ from gateway.protocol.messages import (
     RegisterFunction,
     RegisterTrigger,
     RegisterTriggerType,
-    TriggerRegistrationResult,
     UnregisterFunction,
     UnregisterTrigger,
     UnregisterTriggerType,
@@ -291,9 +290,9 @@ class WorkerSession:
             return [Outgoing(encode(Pong()))]
         if isinstance(msg, RegisterTriggerType | UnregisterTriggerType):
             return [Ignored("trigger_type_provider", msg.id[:64])]
-        if isinstance(msg, TriggerRegistrationResult | Pong):
-            return [Ignored("unexpected", msg.type)]
-        return [Ignored("unexpected", msg.type)]  # engine-bound types sent by a worker
+        # Pong, TriggerRegistrationResult (we forward no bindings to providers), and the
+        # engine's own types (workerregistered, error) when a worker sends them.
+        return [Ignored("unexpected", msg.type)]
 
     def _hello(self, data: Any) -> list[Event]:
         """The worker's metadata arrived: learn its namespace (Rule 2)."""
