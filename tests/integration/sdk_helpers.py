@@ -165,6 +165,7 @@ class GatewayProcess:
         self.http_port = http_port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "gateway.log"
+        self.env: dict[str, str] = {}  # extra environment (a config file's ${VAR}s)
 
     @property
     def worker_url(self) -> str:
@@ -195,7 +196,7 @@ class GatewayProcess:
     def start(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Start it and block until the worker port accepts connections."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **self.env}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 self.command(), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
