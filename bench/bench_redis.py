@@ -42,6 +42,7 @@ import redis.asyncio as aioredis
 from adapters.redis import RedisAdapter
 from adapters.redis import scripts as lua
 from adapters.redis.scripts import KeyLayout
+from bench.summary import result
 from gateway import jsonutil
 from gateway.config.settings import RedisSettings
 from gateway.state.adapter import Change
@@ -238,6 +239,38 @@ def main() -> None:
         url = args.url or stack.enter_context(_private_redis())
         rows = runner(_run(url, args.ops, args.concurrency))
     _print(rows)
+    _results(rows)
+
+
+def _results(rows: dict[str, dict[str, dict[str, float]]]) -> None:
+    """The key figures as RESULT lines, each against redis-benchmark (or the bare script)."""
+    anchor = rows.get("redis-benchmark", {})
+    bare = rows.get("redis-py", {})
+    for client, ops in (("adapter", ("set", "get", "update", "update 1 key")), ("redis-py", ("set", "get"))):
+        for op in ops:
+            if op not in rows.get(client, {}):
+                continue
+            base = anchor.get(op)
+            result(
+                "redis",
+                f"{client} {op}",
+                rows[client][op]["ops_s"],
+                "ops/s",
+                anchor=f"redis-benchmark {op}" if base else None,
+                anchor_value=base["ops_s"] if base else None,
+            )
+    ours = rows.get("adapter", {})
+    if "set" in ours and "set script" in bare:
+        result(
+            "redis",
+            "adapter set (vs its script)",
+            ours["set"]["ops_s"],
+            "ops/s",
+            anchor="redis-py set script",
+            anchor_value=bare["set script"]["ops_s"],
+        )
+    if "events" in ours:
+        result("redis", "adapter events delivered", ours["events"]["ops_s"], "events/s")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bench.summary import result
+
 ROOT = Path(__file__).resolve().parents[1]
 WARMUP = 0.2
 
@@ -281,6 +283,17 @@ def main(argv: list[str] | None = None) -> int:
         per_op = 1e6 * count / ops if ops else float("inf")
         cost = echo_ops / ops if ops else float("inf")
         print(f"{name:<40} {count:>7} {ops:>9.0f} {per_op:>8.1f} {cost:>6.2f}x")
+    for name, count, ops, echo_ops in rows:
+        if not name.startswith("bare"):
+            result(
+                "worker",
+                f"{name.removeprefix('iii-sdk ')}, {count} client(s)",
+                ops,
+                "ops/s",
+                anchor=f"bare JSON echo, {count} client(s)",
+                anchor_value=echo_ops,
+                target_ratio=1 / 1.5,  # DESIGN section 8: a round trip costs <= 1.5 echo round trips
+            )
     return 0
 
 

@@ -1,9 +1,13 @@
 """Run every benchmark in one go and keep their reports: ``make bench``.
 
-Each benchmark is a module of this package with a ``main()`` that prints a readable table. This
-runner executes them one after another in child processes (so one's memory does not skew the
-next one's RSS figures), shows their output live, and writes everything to
-``bench/results/latest.txt`` with the machine it ran on.
+Each benchmark is a module of this package with a ``main()`` that prints a readable table and
+one ``RESULT {json}`` line per key figure (:mod:`bench.summary`). This runner executes them one
+after another in child processes (so one's memory does not skew the next one's RSS figures),
+shows their output, and writes, with the machine it ran on:
+
+- ``bench/results/latest.txt``: every readable report;
+- ``bench/results/latest.md``: a table of the key figures, their anchors, ratios and targets;
+- ``bench/results/latest.png``: the throughput figures and the ratios as bar charts.
 
     python -m bench.run_all                 # every benchmark with its defaults
     python -m bench.run_all kv redis        # a subset, by short name
@@ -18,6 +22,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from bench.summary import Result, markdown, parse, plot
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results"
@@ -51,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
 
     RESULTS.mkdir(exist_ok=True)
-    report = [f"# iii-gateway benchmarks, {time.strftime('%Y-%m-%d %H:%M:%S')}", f"machine: {machine()}", ""]
+    title = f"iii-gateway benchmarks, {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    report = [f"# {title}", f"machine: {machine()}", ""]
+    results: list[Result] = []
     failed = []
     for name in names:
         print(f"== bench_{name}", flush=True)
@@ -64,13 +72,23 @@ def main(argv: list[str] | None = None) -> int:
             check=False,
         )
         took = time.perf_counter() - started
-        sys.stdout.write(proc.stdout)
+        found, text = parse(proc.stdout.splitlines())
+        results += found
+        readable = "\n".join(text).rstrip()
+        sys.stdout.write(readable + "\n")
         sys.stderr.write(proc.stderr[-4000:] if proc.returncode else "")
-        report += [f"## bench_{name} ({took:.0f} s, exit {proc.returncode})", "", proc.stdout.rstrip(), ""]
+        report += [f"## bench_{name} ({took:.0f} s, exit {proc.returncode})", "", readable, ""]
         if proc.returncode:
             failed.append(name)
     (RESULTS / "latest.txt").write_text("\n".join(report) + "\n")
-    print(f"report written to {RESULTS / 'latest.txt'}")
+    image = RESULTS / "latest.png"
+    drawn = plot(results, image, title=title)
+    (RESULTS / "latest.md").write_text(
+        markdown(results, title=title, machine=machine(), image=image.name if drawn else None)
+    )
+    written = ["latest.txt", "latest.md"] + (["latest.png"] if drawn else [])
+    note = "" if drawn else " (matplotlib is not installed: no plot)"
+    print(f"report written to {RESULTS}: {', '.join(written)}{note}")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return 1
