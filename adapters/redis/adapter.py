@@ -160,6 +160,7 @@ class RedisAdapter:
             backoff_base=self.reconnect_backoff_base,
             backoff_cap=self.reconnect_backoff_cap,
             connect_retries=self.connect_retries,
+            command_timeout=self._timeout,
             health=self.health,
         )
         self._tailer = EventTailer(

@@ -38,6 +38,7 @@ from redis.exceptions import AuthenticationError, BusyLoadingError, NoScriptErro
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from adapters.redis.pipeline import NotSent, Pipe
 from adapters.redis.scripts import Script
 from gateway.errors import AdapterError, AdapterTimeout, AdapterUnavailable, ConfigError
 
@@ -192,17 +193,24 @@ class Health:
             log.warning("redis unreachable: %s", reason)
 
 
-class _NotSent(Exception):
-    """Wraps a failure that happened before the command left: resending is always safe."""
+def _load(pipe: Pipe) -> int:
+    return pipe.load
 
 
 class RedisExecutor:
-    """Runs single commands and scripts over a bounded connection pool.
+    """Runs single commands and scripts over a pool of ``pool_size`` pipelined connections.
 
-    At most ``pool_size`` commands are in flight; more callers wait on a semaphore (bounded
-    by each operation's deadline, which the adapter sets). Errors come out as the gateway's
-    ``AdapterError`` tree with a message naming the Redis address (password redacted).
+    Each command goes to a :class:`~adapters.redis.pipeline.Pipe` (first fit, see ``_pick``);
+    concurrent commands share connections and leave in batches. At most ``pool_size * PIPE_DEPTH``
+    commands are in flight; more callers wait on a semaphore (bounded by each operation's
+    deadline, which the adapter sets). Errors come out as the gateway's ``AdapterError`` tree
+    with a message naming the Redis address (password redacted).
     """
+
+    #: Commands in flight per connection before callers queue.
+    PIPE_DEPTH = 256
+    #: Commands in flight on a connection before new ones go to the next connection.
+    PIPE_SPILL = 32
 
     def __init__(
         self,
@@ -213,15 +221,18 @@ class RedisExecutor:
         backoff_base: float,
         backoff_cap: float,
         connect_retries: int,
+        command_timeout: float,
         health: Health,
     ) -> None:
         self.target = target
         self.health = health
-        self._slots = asyncio.Semaphore(pool_size)
+        self._slots = asyncio.Semaphore(pool_size * self.PIPE_DEPTH)
         self._retry = Retry(ExponentialWithJitterBackoff(cap=backoff_cap, base=backoff_base), connect_retries)
         self._connect_timeout = connect_timeout
         self._sentinel: Sentinel | None = None
-        self.pool = self._make_pool(pool_size)
+        self.pool = self._make_pool(pool_size)  # the connection factory (follows Sentinel)
+        make = self.make_dedicated_connection
+        self._pipes = [Pipe(make, read_timeout=command_timeout) for _ in range(pool_size)]
 
     def connection_kwargs(self) -> dict[str, Any]:
         kwargs = dict(self.target.connection_kwargs)
@@ -255,9 +266,9 @@ class RedisExecutor:
         )
 
     def make_dedicated_connection(self) -> AbstractConnection:
-        """A connection outside the pool (the event tailer blocks on it in XREAD).
+        """A new connection (each pipe's, and the event tailer's, which blocks in XREAD).
 
-        Like the pool's connections it has no socket timeout: redis-py enforces that with
+        It has no socket timeout: redis-py enforces that with
         ``asyncio.wait_for``, which on Python 3.11 can swallow a cancellation that arrives as the
         send completes (a task that cannot be stopped). Callers bound their I/O with
         ``asyncio.timeout`` instead.
@@ -266,6 +277,8 @@ class RedisExecutor:
         return conn
 
     async def aclose(self) -> None:
+        for pipe in self._pipes:
+            await pipe.aclose()
         await self.pool.disconnect()
         if self._sentinel is not None:
             await self._sentinel.aclose()
@@ -274,20 +287,21 @@ class RedisExecutor:
 
     async def _once(self, args: Sequence[Arg]) -> Any:
         async with self._slots:
-            try:
-                conn = await self.pool.get_connection()  # type: ignore[no-untyped-call]
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                raise _NotSent(exc) from exc
-            try:
-                await conn.send_packed_command(conn.pack_command(*args), check_health=False)
-                return await conn.read_response()
-            except ResponseError:
-                raise  # an error reply: the connection is in a clean state
-            except BaseException:
-                await conn.disconnect(nowait=True)
-                raise
-            finally:
-                await self.pool.release(conn)
+            return await self._pick().request(args)
+
+    def _pick(self) -> Pipe:
+        """First fit: fill one connection up to PIPE_SPILL commands in flight before using the
+        next. Batches only form when commands share a connection, so spreading them evenly
+        would undo the pipelining; spilling over bounds head-of-line waits behind a big reply."""
+        for pipe in self._pipes:
+            if pipe.load < self.PIPE_SPILL:
+                return pipe
+        return min(self._pipes, key=_load)
+
+    def _reset_pipes(self) -> None:
+        """After a Sentinel failover: make every pipe reconnect (asking for the new master)."""
+        for pipe in self._pipes:
+            pipe.reset()
 
     async def call(self, *args: Arg, write: bool = False) -> Any:
         """Run one command. ``write=True``: never resent once it may have reached Redis."""
@@ -296,15 +310,17 @@ class RedisExecutor:
         while True:
             try:
                 reply = await self._once(args)
-            except _NotSent as exc:
-                raise self._unavailable(exc.__cause__ or exc, name) from exc.__cause__
+            except NotSent as exc:
+                if not exc.connecting and not resent:
+                    resent = True  # queued when its connection broke, never written: resend
+                    continue
+                raise self._unavailable(exc.cause, name) from exc.cause
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 demoted = isinstance(exc, RedisConnectionError) and str(exc).startswith(_DEMOTED_MASTER)
                 if demoted:
-                    # A demoted master refused the command (READONLY: not applied). Its idle
-                    # pooled connections would refuse too: drop them so the next connection asks
-                    # Sentinel for the new master.
-                    await self.pool.disconnect(inuse_connections=False)
+                    # A demoted master refused the command (READONLY: not applied). The other
+                    # connections still point at it: reconnect them all, via Sentinel.
+                    self._reset_pipes()
                 if (demoted or not write) and not resent:
                     # Resend once to the new master, or a read whose connection broke under it
                     # (Redis restarted).
