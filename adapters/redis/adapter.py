@@ -367,7 +367,7 @@ class RedisAdapter:
     def _decode(self, raw: bytes, scope: str, key: str) -> JSON:
         """A stored value; CorruptDataError naming scope and key when it is not JSON."""
         try:
-            return jsonutil.loads(raw)
+            return jsonutil.loads(raw.decode())
         except ValueError as exc:
             self._report_corrupt(scope, key, str(exc))
             raise CorruptDataError(
@@ -380,7 +380,7 @@ class RedisAdapter:
         if not existed:
             return None
         try:
-            return jsonutil.loads(raw)
+            return jsonutil.loads(raw.decode())
         except ValueError as exc:
             self._report_corrupt(scope, key, f"replaced value: {exc}")
             return None
@@ -410,7 +410,7 @@ class RedisAdapter:
         for field, raw in zip(values[::2], values[1::2], strict=True):
             key = _name(field)
             try:
-                value = jsonutil.loads(raw)
+                value = jsonutil.loads(raw.decode())
             except ValueError as exc:  # reported, skipped: one bad value never fails a list
                 self._report_corrupt(scope, key, f"skipped in list: {exc}")
                 continue

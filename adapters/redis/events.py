@@ -76,8 +76,8 @@ def decode_entry(entry_id: bytes, fields: list[bytes], on_corrupt: Callable[[str
     def value(raw: bytes, which: str) -> Any:
         if not raw:
             return None
-        try:
-            return jsonutil.loads(raw)
+        try:  # decoding first spares json its encoding detection; bad UTF-8 is a ValueError too
+            return jsonutil.loads(raw.decode())
         except ValueError as exc:
             on_corrupt(scope, key, f"{which} value of event {revision}: {exc}")
             return None

@@ -99,11 +99,14 @@ async def test_corrupt_json_is_reported_with_scope_and_key(
     assert "'s'" in str(info.value) and "'bad'" in str(info.value)
     with pytest.raises(CorruptDataError, match="'bad'"):
         await a.update("s", "bad", [increment_op("n", 1)])
+    redis_server.command("HSET", "state:s", "binary", b"\xff\xfe1")  # not even UTF-8
+    with pytest.raises(CorruptDataError, match="'binary'"):
+        await a.get("s", "binary")
     assert redis_server.command("HGET", "state:s", "bad") == b"{not json"  # update wrote nothing
     with caplog.at_level(logging.ERROR, logger="adapters.redis.adapter"):
         assert await a.list("s") == [{"ok": True}]
         items = await a.items("s")
-    assert [k for k, _ in items] == ["good"]
+    assert [k for k, _ in items] == ["good"]  # both bad ones skipped
     assert any("'bad'" in r.getMessage() and "state:s" in r.getMessage() for r in caplog.records)
     assert a.statistics()["redis_corrupt_values_total"] >= 4
     # set repairs it (the corrupt old value reads as None), delete removes it.
