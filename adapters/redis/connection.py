@@ -1,4 +1,4 @@
-"""Connections to Redis: URL forms, the pool, one command at a time with honest error mapping.
+"""Connections to Redis: URL forms, a pool of pipelined connections, honest error mapping.
 
 URL forms accepted in ``redis_url``:
 
@@ -16,9 +16,12 @@ Why commands are sent by hand instead of through ``redis.asyncio.Redis``: its re
 resends a command after a connection error even when the server may already have run it. For a
 write that means a second revision and a second event, and for ``update`` a second application
 of the ops. Here only the connect phase is retried (redis-py's connection ``Retry`` with
-exponential jittered backoff); a command whose connection broke after it was sent is retried
-only when it is a read. A write then fails with :class:`AdapterUnavailable` saying that its
-outcome is unknown (the event stream shows whether it happened).
+exponential jittered backoff), and a command is resent only when it provably did not run
+(never written, refused while loading, refused by a demoted master) or when it is a read. A
+write whose connection broke after it was written fails with :class:`AdapterUnavailable` saying
+that its outcome is unknown (the event stream shows whether it happened). And commands share
+connections (:mod:`adapters.redis.pipeline`): concurrent callers' commands leave in batches,
+which is what makes the adapter keep up with a bare client despite doing more per operation.
 """
 
 from __future__ import annotations
