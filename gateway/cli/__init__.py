@@ -34,6 +34,9 @@ COMMANDS: dict[str, str] = {
     "check-config": "gateway.cli.check_config",
     "version": "gateway.cli.version",
     "keygen": "gateway.cli.keygen",
+    "state": "gateway.cli.state",
+    "export": "gateway.cli.export",
+    "import": "gateway.cli.import_",
 }
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
