@@ -52,6 +52,7 @@ from redis.exceptions import ResponseError
 from adapters.redis import scripts as lua
 from adapters.redis.connection import Arg, Health, RedisExecutor, parse_redis_url
 from adapters.redis.events import EventTailer, backoff_delay
+from adapters.redis.locks import KeyLocks
 from adapters.redis.scopes import ScopeIndex
 from adapters.redis.scripts import KeyLayout
 from gateway import jsonutil
@@ -81,30 +82,6 @@ def _name(raw: bytes) -> str:
 
 def _enc(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
-
-
-class _KeyLocks:
-    """One asyncio.Lock per (scope, key) with waiters; entries vanish when nobody holds them."""
-
-    def __init__(self) -> None:
-        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, scope: str, key: str) -> AsyncIterator[None]:
-        ident = (scope, key)
-        lock, users = self._locks.get(ident, (None, 0))
-        if lock is None:
-            lock = asyncio.Lock()
-        self._locks[ident] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[ident]
-            if users == 1:
-                del self._locks[ident]
-            else:
-                self._locks[ident] = (lock, users - 1)
 
 
 class RedisAdapter:
@@ -178,7 +155,7 @@ class RedisAdapter:
             cursor_ttl=self.cursor_ttl,
         )
         self._scopes = ScopeIndex(self._exec, self._keys)
-        self._locks = _KeyLocks()
+        self._locks = KeyLocks()
         self._state = _NEW
         self._epoch = ""
         self._revision = 0  # highest revision this process has seen assigned
