@@ -91,8 +91,11 @@ class StateLinkHandler:
         self.adapter = adapter
         self.history = history
         self._metrics = metrics
+        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     async def __call__(self, peer: PeerInfo, args: RequestArgs) -> Any:
+        if self._metrics is None:
+            return await self._dispatch(peer, args)
         started = time.perf_counter()
         outcome = "error"
         try:
@@ -100,9 +103,18 @@ class StateLinkHandler:
             outcome = "ok"
             return result
         finally:
-            if self._metrics is not None:
-                self._metrics.requests.labels(args.OP, outcome).inc()
-                self._metrics.request_duration.labels(args.OP).observe(time.perf_counter() - started)
+            self._observe(args.OP, outcome, time.perf_counter() - started)
+
+    def _observe(self, op: str, outcome: str, seconds: float) -> None:
+        # Label children are looked up once: labels() costs more than the op on the kv store.
+        children = self._children.get((op, outcome))
+        if children is None:
+            assert self._metrics is not None
+            m = self._metrics
+            children = (m.requests.labels(op, outcome), m.request_duration.labels(op))
+            self._children[(op, outcome)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     async def _dispatch(self, peer: PeerInfo, args: RequestArgs) -> Any:
         a = self.adapter
