@@ -20,6 +20,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.helpers.federation import KeyFile, Peer, write_key, write_peers
 from tests.helpers.prometheus import wait_until
 from tests.integration.sdk_helpers import ROOT, GatewayProcess, free_port
@@ -85,6 +87,15 @@ class ConfiguredGateway(GatewayProcess):
         status, body = http_get(self.http_url + "/metrics")
         assert status == 200, f"{self.name} /metrics answered {status}"
         return body.decode()
+
+    def sample(self, name: str, **labels: str) -> float:
+        """The sum of the samples of ``name`` with these labels on /metrics (0 when none)."""
+        total = 0.0
+        for family in text_string_to_metric_families(self.metrics_text()):
+            for s in family.samples:
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                    total += float(s.value)
+        return total
 
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
