@@ -130,6 +130,9 @@ class Upstream:
         self._deliver = deliver
         self._owns = owns
         self._metrics = metrics
+        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._relayed = metrics.events_relayed.labels(settings.name) if metrics is not None else None
+        self._lag = metrics.relay_lag.labels(settings.name) if metrics is not None else None
         self.backoff = backoff or Backoff()
         self._link_options = link_options or {}
         self._tls: ssl.SSLContext | None = None
@@ -303,9 +306,17 @@ class Upstream:
         m = self._metrics
         if m is None:
             return
-        m.link_requests.labels(self.name, op, outcome).inc()
+        # Label children are looked up once: labels() costs as much as a request's own work.
+        children = self._children.get((op, outcome))
+        if children is None:
+            children = (
+                m.link_requests.labels(self.name, op, outcome),
+                m.link_request_duration.labels(self.name, op),
+            )
+            self._children[(op, outcome)] = children
+        children[0].inc()
         if started is not None:
-            m.link_request_duration.labels(self.name, op).observe(time.perf_counter() - started)
+            children[1].observe(time.perf_counter() - started)
 
     # -- relay ------------------------------------------------------------------------------
 
@@ -365,6 +376,8 @@ class Upstream:
             self.revision = item_revision
             if self._owns(scope):
                 self.events_relayed_total += 1
+                if self._relayed is not None:
+                    self._relayed.inc()
                 change = Change(scope, key, ChangeKind.UPDATED, None, value, item_revision, origin)
                 self._deliver(self, change)
         self.revision = revision
@@ -379,8 +392,10 @@ class Upstream:
         if not self._owns(event.scope):
             return  # routed to another upstream: its events come from there
         self.events_relayed_total += 1
-        if self._metrics is not None:
-            self._metrics.events_relayed.labels(self.name).inc()
+        if self._relayed is not None:
+            self._relayed.inc()
+            if event.published_at is not None and self._lag is not None:
+                self._lag.observe(max(0.0, time.time() - event.published_at))
         self._deliver(self, event.to_change())
 
     def on_backlog_end(self, revision: int, epoch: str) -> None:

@@ -30,6 +30,7 @@ value, revision], ...]}``; ``watch`` -> ``{"revision"}`` when the stream ends no
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
@@ -318,6 +319,15 @@ class Cancel:
 # -- watch streams ------------------------------------------------------------------------
 
 
+def _opt_timestamp(frame: Mapping[str, Any], t: str) -> float | None:
+    value = frame.get("ts")
+    if value is None:
+        return None
+    if type(value) is not float or not math.isfinite(value):
+        bad_field(t, "ts", "unix seconds (a float) or nil", value)
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class WatchEvent:
     """Server -> client: one committed change on watch ``sub_id`` (the watch request's id)."""
@@ -332,6 +342,9 @@ class WatchEvent:
     revision: int
     origin: str
     epoch: str | None = None
+    # Unix seconds when the upstream published the change, for the relay-lag metric (nil for
+    # replayed changes, whose publish time is not kept). Clocks of two machines may differ.
+    published_at: float | None = None
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -345,6 +358,7 @@ class WatchEvent:
             "revision": self.revision,
             "origin": self.origin,
             "epoch": self.epoch,
+            "ts": self.published_at,
         }
 
     @classmethod
@@ -363,10 +377,13 @@ class WatchEvent:
             revision=uint_field(frame, t, "revision"),
             origin=str_field(frame, t, "origin"),
             epoch=opt_str_field(frame, t, "epoch"),
+            published_at=_opt_timestamp(frame, t),
         )
 
     @classmethod
-    def from_change(cls, sub_id: int, change: Change, epoch: str | None = None) -> WatchEvent:
+    def from_change(
+        cls, sub_id: int, change: Change, epoch: str | None = None, published_at: float | None = None
+    ) -> WatchEvent:
         return cls(
             sub_id=sub_id,
             scope=change.scope,
@@ -377,6 +394,7 @@ class WatchEvent:
             revision=change.revision,
             origin=change.origin,
             epoch=epoch,
+            published_at=published_at,
         )
 
     def to_change(self) -> Change:

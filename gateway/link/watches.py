@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Final
 
@@ -226,6 +227,7 @@ class WatchHub:
 
     def _on_change(self, change: Change) -> None:
         scope = change.scope
+        published_at = time.time()
         for watch in list(self._watches.values()):
             if not watch.matches(scope):
                 continue
@@ -244,7 +246,7 @@ class WatchHub:
             conn = link.conn
             assert conn is not None
             try:
-                conn.send_event(WatchEvent.from_change(watch.sub_id, change))
+                conn.send_event(WatchEvent.from_change(watch.sub_id, change, published_at=published_at))
             except (LinkClosed, LocalProtocolError) as exc:
                 self._watches.pop((link, watch.sub_id), None)
                 if isinstance(exc, LocalProtocolError):

@@ -117,6 +117,7 @@ async def test_every_write_reaches_the_sinks_once_with_its_author(fed: Federatio
     await log.wait_for(lambda changes: changes[-1].revision == barrier.revision)
     assert len(log.changes) == 5  # nothing delivered twice
     assert sample(metrics, "iii_gateway_events_relayed_total", upstream="central") == 5
+    assert sample(metrics, "iii_gateway_relay_lag_seconds_count", upstream="central") == 5
 
 
 async def test_link_cut_resumes_from_the_last_revision_without_gap_or_duplicate(fed: Federation) -> None:
