@@ -1,7 +1,9 @@
 """The export file: JSON Lines, self-describing, checksummed, readable with any JSON tool.
 
 Layout (UTF-8, one JSON object per ``\\n``-terminated line, every object in canonical form:
-compact, keys sorted, as :func:`gateway.jsonutil.dumps` writes it)::
+compact, keys sorted, non-ASCII characters as themselves, as :func:`gateway.jsonutil.dumps`
+writes it; lines end at ``\\n`` only, so a U+2028 inside a string is not a line break, which
+JSON Lines readers and ``jq`` agree with and ``str.splitlines`` does not)::
 
     {"created": "...Z", "epoch": E, "format": "iii-gateway-export", "keys": N, "mode": M,
      "patterns": [...], "revision": R, "scopes": [...], "source": {"engine": ID, "gateway": URL},

@@ -32,7 +32,7 @@ from gateway.link.client import LinkClient, connect
 from tests.helpers.federation import KeyFile, Peer, write_key, write_peers
 from tests.integration.sdk_helpers import ROOT, GatewayProcess, free_port
 
-__all__ = ["CLI_TIMEOUT", "Lines", "LinkGateway", "cli", "link_client", "spawn"]
+__all__ = ["CLI_TIMEOUT", "Lines", "LinkGateway", "cli", "link_client", "spawn", "start_all"]
 
 CLI_TIMEOUT = 60.0
 
@@ -75,6 +75,10 @@ class LinkGateway(GatewayProcess):
 
     def start(self, timeout: float = 20.0) -> None:
         super().start(timeout)
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Until ``/readyz`` says 200 (the app answers so once every listener is up)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -98,6 +102,17 @@ class LinkGateway(GatewayProcess):
     def flags(self, key: KeyFile, *, pinned: str | None = None) -> list[str]:
         """The CLI's connection flags for reaching this gateway as ``key``."""
         return ["--gateway", self.url, "--identity", str(key.path), "--upstream-key", pinned or self.public]
+
+
+def start_all(*gateways: LinkGateway) -> None:
+    """Start independent gateways side by side (each start waits for its own readiness)."""
+    threads = [threading.Thread(target=gw.start) for gw in gateways]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for gw in gateways:
+        gw.wait_ready(0.1)  # raises here, in the test, if one of them did not come up
 
 
 def cli(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
