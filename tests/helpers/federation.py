@@ -35,9 +35,11 @@ __all__ = [
     "InProcessUpstream",
     "KeyFile",
     "Peer",
+    "TlsSet",
     "bridge_settings",
     "eventually",
     "fast_backoff",
+    "make_tls",
     "write_key",
     "write_peers",
 ]
@@ -214,3 +216,82 @@ async def eventually(predicate: Any, timeout: float = 10.0, what: str = "conditi
                 await asyncio.sleep(0.01)
     except TimeoutError:
         raise AssertionError(f"timed out waiting for {what}") from None
+
+
+@dataclass(frozen=True)
+class TlsSet:
+    """A throwaway CA with a server and a client certificate (PEM files)."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    other_cert: Path  # another server certificate from the same CA (a man in the middle's)
+    other_key: Path
+
+
+def make_tls(directory: Path) -> TlsSet:
+    """Certificates for 127.0.0.1/localhost signed by a fresh CA, valid for a day."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "link test CA")])
+
+    def builder(subject: x509.Name, public: Any) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(ca_name)
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+        )
+
+    ca_cert = (
+        builder(ca_name, ca_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    def leaf(name: str, usage: Any) -> tuple[bytes, bytes]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]), key.public_key())
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        pem_key = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        return cert.public_bytes(serialization.Encoding.PEM), pem_key
+
+    paths: dict[str, Path] = {}
+    (directory / "ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    for name, usage in (
+        ("server", ExtendedKeyUsageOID.SERVER_AUTH),
+        ("client", ExtendedKeyUsageOID.CLIENT_AUTH),
+        ("other", ExtendedKeyUsageOID.SERVER_AUTH),
+    ):
+        cert, key = leaf(name, usage)
+        paths[f"{name}_cert"] = directory / f"{name}.pem"
+        paths[f"{name}_key"] = directory / f"{name}.key"
+        paths[f"{name}_cert"].write_bytes(cert)
+        paths[f"{name}_key"].write_bytes(key)
+        paths[f"{name}_key"].chmod(0o600)
+    return TlsSet(ca=directory / "ca.pem", **paths)
