@@ -23,6 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from gateway.cli.dumpfile import DumpWriter
 from gateway.cli.remote import (
+    EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
     CliFailure,
@@ -72,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         patterns = ("*",) if args.all else tuple(args.scopes)
         # A scope-by-scope read spools next to the output (same disk, and not a small /tmp).
         args.spool_dir = os.path.dirname(os.path.abspath(args.output)) if args.output != "-" else None
+        if args.spool_dir is not None and not os.path.isdir(args.spool_dir):
+            fail(EXIT_USAGE, f"{args.output}: cannot write: {args.spool_dir} is not a directory")
         target = resolve_target(args)
         return asyncio.run(_export(args, target, patterns))
     except CliFailure as failure:
@@ -146,8 +149,13 @@ def _write(
     header["scopes"] = [scope for scope, _ in groups]
     header["keys"] = sum(n for _, n in groups)
     if args.output == "-":
-        trailer = _write_to(sys.stdout.buffer, cut, header, args.quiet)
-        sys.stdout.buffer.flush()
+        try:
+            trailer = _write_to(sys.stdout.buffer, cut, header, args.quiet)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:  # the reader left (| head): what it got has no trailer
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            fail(EXIT_FAILURE, "the output was closed before the export was complete")
         return trailer, header
     partial = args.output + ".partial"
     try:

@@ -1,7 +1,7 @@
 """``iii-gateway state ACTION``: read and write a running gateway's state over its link.
 
 Actions: ``get``, ``set``, ``delete``, ``update``, ``list``, ``groups``, ``info`` and ``watch``
-(in :mod:`gateway.cli.state_watch`). Each one opens one authenticated link (see
+(see :mod:`gateway.cli.state_watch`). Each one opens one authenticated link (see
 :mod:`gateway.cli.remote` for the connection flags and exit codes), makes its request and
 prints the answer: for people by default, one compact JSON document per result with ``--json``.
 
@@ -18,6 +18,21 @@ error (deleting is idempotent): it exits 0 and says nothing was there.
 **Update op errors.** The gateway applies the ops it can and reports the others (the
 reference engine's semantics); the result is printed and each op error is an ``error:`` line
 on stderr, with exit 1, since part of what was asked did not happen.
+
+What each prints (people / ``--json``):
+
+- ``get``: the value, indented / ``{"scope", "key", "value", "revision"}``;
+- ``set``: ``created|updated SCOPE KEY at revision N`` / ``{"scope", "key", "existed",
+  "old_value", "new_value", "revision"}``; ``delete`` the same without ``new_value``;
+- ``update``: the new value / the ``set`` object plus ``"errors"`` (the op error objects);
+- ``list``: ``KEY<TAB>VALUE`` lines sorted by key / ``[{"key", "value", "revision"}]``
+  (``--keys``: the keys only, a line each / a JSON array);
+- ``groups``: a scope per line / a JSON array (only scopes this client may read);
+- ``info``: the gateway address, engine id, store epoch and revision / the same object.
+
+The action modules (:mod:`gateway.cli.state_actions`, :mod:`gateway.cli.state_watch`) are
+imported by :func:`run` only, so parsing flags (and every other command) never loads the
+link stack.
 """
 
 from __future__ import annotations

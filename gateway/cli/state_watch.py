@@ -1,8 +1,12 @@
-"""``iii-gateway state watch SCOPE_PATTERN... [--from-revision N]``: follow changes as they commit.
+"""``iii-gateway state watch SCOPE_PATTERN... [--from-revision N [--epoch E]]``: follow changes.
 
 The stream is the link's watch: with ``--from-revision N`` the gateway first replays the
 changes after ``N`` that are still in its change history, then marks the end of that backlog,
-then sends live changes; without it, only live changes. Output is one line per change,
+then sends live changes; without it, only live changes. The stream is bound to one store
+epoch: ``--epoch E`` (the ``epoch`` of a line printed earlier, to resume exactly where a
+previous watch stopped), else the store's current epoch, asked for first, so every line can
+name its epoch and a store that changed identity ends the stream instead of mixing two
+revision sequences. Output is one line per change,
 written and flushed as it arrives (so ``| grep`` and ``| jq`` see it at once):
 
 - for people: ``REVISION<TAB>EVENT<TAB>SCOPE<TAB>KEY<TAB>VALUE`` (``created``/``updated``
@@ -114,9 +118,6 @@ class _Printer:
 async def watch(args: argparse.Namespace, client: LinkClient, target: Target) -> int:
     if args.from_revision is not None and args.from_revision < 0:
         fail(2, "--from-revision must be 0 or more")
-    # The stream is bound to one epoch (the given one, else the store's current one), so every
-    # line can say which store its revision belongs to, and a store that changed identity
-    # meanwhile ends the stream with HISTORY_GONE instead of mixing two revision sequences.
     epoch = args.epoch or (await request(client, InfoArgs(), target.timeout))["epoch"]
     printer = _Printer(args.json, args.from_revision, epoch)
     stop = asyncio.Event()

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO
 
 from gateway.link.client import LinkClient, connect
-from tests.helpers.federation import KeyFile, Peer, write_key, write_peers
+from tests.helpers.federation import KeyFile, Peer, TlsSet, write_key, write_peers
 from tests.integration.sdk_helpers import ROOT, GatewayProcess, free_port
 
 __all__ = ["CLI_TIMEOUT", "Lines", "LinkGateway", "cli", "link_client", "spawn", "start_all"]
@@ -40,9 +40,18 @@ CLI_TIMEOUT = 60.0
 class LinkGateway(GatewayProcess):
     """A gateway process with the link on (see the module docstring)."""
 
-    def __init__(self, data_dir: Path, name: str, peers: Sequence[Peer], *, state_config: str = "") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        name: str,
+        peers: Sequence[Peer],
+        *,
+        state_config: str = "",
+        tls: TlsSet | None = None,
+    ) -> None:
         """``state_config``: YAML for the top of the config file (e.g. a ``workers:`` section with
-        a Bridge adapter); without it the store is the embedded file-based kv."""
+        a Bridge adapter); without it the store is the embedded file-based kv. ``tls``: serve the
+        link over TLS, requiring a client certificate from its CA (mTLS)."""
         super().__init__(data_dir)
         self.name = name
         self.link_port = free_port()
@@ -50,12 +59,16 @@ class LinkGateway(GatewayProcess):
         self.peers_file = data_dir / "peers.yaml"
         self.set_peers(peers)
         self.state_config = state_config
+        self.tls = tls
         self.config = data_dir / "gateway.yaml"
+        tls_yaml = (
+            f"  tls: {{cert: {tls.server_cert}, key: {tls.server_key}, client_ca: {tls.ca}}}\n" if tls else ""
+        )
         self.config.write_text(
             state_config + "link:\n"
             f"  listen: 127.0.0.1:{self.link_port}\n"
             f"  identity: {self.key.path}\n"
-            f"  authorized_peers: {self.peers_file}\n"
+            f"  authorized_peers: {self.peers_file}\n" + tls_yaml
         )
 
     def set_peers(self, peers: Sequence[Peer]) -> None:
@@ -93,7 +106,7 @@ class LinkGateway(GatewayProcess):
 
     @property
     def url(self) -> str:
-        return f"tcp://127.0.0.1:{self.link_port}"
+        return f"{'tls' if self.tls else 'tcp'}://127.0.0.1:{self.link_port}"
 
     @property
     def public(self) -> str:
@@ -101,7 +114,11 @@ class LinkGateway(GatewayProcess):
 
     def flags(self, key: KeyFile, *, pinned: str | None = None) -> list[str]:
         """The CLI's connection flags for reaching this gateway as ``key``."""
-        return ["--gateway", self.url, "--identity", str(key.path), "--upstream-key", pinned or self.public]
+        flags = ["--gateway", self.url, "--identity", str(key.path), "--upstream-key", pinned or self.public]
+        if self.tls:
+            t = self.tls
+            flags += ["--tls-ca", str(t.ca), "--tls-cert", str(t.client_cert), "--tls-key", str(t.client_key)]
+        return flags
 
 
 def start_all(*gateways: LinkGateway) -> None:

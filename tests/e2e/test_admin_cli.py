@@ -2,9 +2,10 @@
 
 Two gateway processes with link listeners: ``central`` (embedded kv store) and ``edge``, whose
 state adapter is a Bridge to central (so its config file has the bridge section that ``-c``
-reads, and its own link serves central's data one hop further). Peers of central: ``admin``
-(everything), ``limited`` (only ``pub-*`` scopes) and the edge. Every check is made on the
-CLI's exit code and its parsed output; data is also read back through a separate link client.
+reads, and its own link, TLS with client certificates, serves central's data one hop
+further). Peers of central: ``admin`` (everything), ``limited`` (only ``pub-*`` scopes) and
+the edge. Every check is made on the CLI's exit code and its parsed output; data is also read
+back through a separate link client.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 from gateway.jsonutil import dumps
 from gateway.link import GetArgs
 from tests.e2e.link_cli import Lines, LinkGateway, cli, link_client, spawn
-from tests.helpers.federation import KeyFile, Peer, write_key
+from tests.helpers.federation import KeyFile, Peer, make_tls, write_key
 from tests.integration.sdk_helpers import call, connect_worker, free_port, shutdown
 
 pytestmark = pytest.mark.slow
@@ -59,8 +60,9 @@ class Fleet:
             f"              endpoints: [{self.central.url}]\n"
             f"              public_key: {self.central.public}\n"
         )
+        self.tls = make_tls(tmp / "tls")  # the edge's own link is TLS with client certificates
         self.edge = LinkGateway(
-            tmp / "edge", "edge", [Peer("admin", self.admin)], state_config=self.edge_config
+            tmp / "edge", "edge", [Peer("admin", self.admin)], state_config=self.edge_config, tls=self.tls
         )
 
     def state(self, *args: str, key: KeyFile | None = None) -> Any:
@@ -221,9 +223,12 @@ async def test_config_file_supplies_the_target_and_flags_win(fleet: Fleet) -> No
     assert flagged.returncode == 1 and "FORBIDDEN" in flagged.stderr
     no_such = cli("state", "get", "-c", config, "--upstream", "nope", "from-config", "k")
     assert no_such.returncode == 2 and "no bridge upstream named 'nope'" in no_such.stderr
-    # The edge's own link (a Bridge behind it) serves central's data one hop further.
+    # The edge's own link (TLS, a Bridge behind it) serves central's data one hop further.
+    assert fleet.edge.url.startswith("tls://")
     via_edge = cli("state", "get", *fleet.edge.flags(fleet.admin), "from-config", "k", "--json")
     assert json.loads(ok(via_edge).stdout)["value"] == {"via": "edge config"}
+    no_cert = cli("state", "get", *fleet.edge.flags(fleet.admin)[:6], "--tls-ca", str(fleet.tls.ca), "s", "k")
+    assert no_cert.returncode == 3 and "cannot connect" in no_cert.stderr  # mTLS: no client certificate
 
 
 async def test_watch_streams_worker_writes_until_sigint(fleet: Fleet) -> None:
