@@ -84,6 +84,7 @@ class LinkProtocol(asyncio.Protocol):
         self._flush_scheduled = False
         self.queued_since_flush = 0  # frames producers queued since the last write (see flush)
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_state: State | None = None  # the link state the timer was armed in
         self._abort_timer: asyncio.TimerHandle | None = None
         self.writing_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
@@ -224,6 +225,10 @@ class LinkProtocol(asyncio.Protocol):
             self._shutdown()
         elif self._timer is None:
             self._arm_timer()
+        elif conn.state is not self._timer_state:  # new deadlines (handshake done: heartbeats)
+            self._timer.cancel()
+            self._timer = None
+            self._arm_timer()
 
     def _arm_timer(self) -> None:
         conn = self.conn
@@ -234,6 +239,7 @@ class LinkProtocol(asyncio.Protocol):
         if delay is None or conn.state in _FINISHED_STATES:
             self._shutdown()
             return
+        self._timer_state = conn.state
         self._timer = self._loop.call_later(delay, self._on_timer)
 
     def _on_timer(self) -> None:

@@ -19,7 +19,7 @@ from gateway.config.settings import Endpoint, KvSettings
 from gateway.errors import GatewayError
 from gateway.link.client import connect
 from gateway.link.messages import WatchEvent
-from gateway.link.requests import WatchArgs
+from gateway.link.requests import GetArgs, WatchArgs
 from gateway.metrics import Metrics
 from gateway.state.adapter import ChangeKind
 from tests.helpers.federation import (
@@ -352,3 +352,23 @@ async def test_chain_edge_region_central(fed: Federation, tmp_path: Path) -> Non
     ]
     entry = await edge.get("s", "k")
     assert entry is not None and entry.value == {"v": 1} and entry.revision == written.revision
+
+
+async def test_a_silent_peer_is_dropped_by_the_idle_timeout_and_a_live_one_kept(fed: Federation) -> None:
+    up = await fed.upstream(server_options={"heartbeat_interval": 0.05, "idle_timeout": 0.4})
+    assert up.key is not None and up.service is not None
+    server_key = up.key.key.public_key()
+    live = await connect(
+        "127.0.0.1", up.port, private_key=fed.edge_key.key, client_id="live", server_key=server_key
+    )
+    silent = await connect(
+        "127.0.0.1", up.port, private_key=fed.edge_key.key, client_id="silent", server_key=server_key
+    )
+    assert silent.transport is not None
+    silent.transport.pause_reading()  # a peer behind a dead network path: no pong ever comes back
+    service = up.service
+    await eventually(lambda: service.statistics()["link_connections"] == 1, what="the silent peer dropped")
+    assert live.is_open  # it answered every ping
+    assert await live.request(GetArgs("s", "k")) is None
+    await live.aclose()
+    silent.abort()
