@@ -148,6 +148,7 @@ class Upstream:
         self.revision = 0
         self.generation = 0  # resyncs so far: part of the Bridge's own epoch
         self.relay_error: str | None = None
+        self.backlog_ends = 0  # watches that caught up (reached BacklogEnd)
         self.connects_total = 0
         self.resyncs_total = 0
         self.events_relayed_total = 0
@@ -323,7 +324,11 @@ class Upstream:
     async def _run_relay(self, client: LinkClient) -> None:
         if not self.relay:
             return
+        # Watches that end before catching up (BacklogEnd resets it) are retried with a growing
+        # delay, so an upstream that keeps refusing us cannot make us spin.
+        retry = Backoff(initial=0.05, maximum=5.0)
         while client.is_open:
+            caught_up = self.backlog_ends
             resume = self.revision if self.epoch is not None else None
             args = WatchArgs(self.patterns, from_revision=resume, epoch=self.epoch)
             try:
@@ -342,6 +347,10 @@ class Upstream:
             except GatewayError as exc:  # SLOW_CONSUMER and the like: resume where we are
                 self._relay_live.clear()
                 log.warning("bridge: watch on upstream %s ended (%s); resuming", self.name, exc.message)
+            if self.backlog_ends != caught_up:
+                retry.reset()  # it was live: resume at once
+            else:
+                await asyncio.sleep(retry.next_delay())
 
     async def _resync(self, client: LinkClient, why: str) -> None:
         """Catch up from a snapshot at one revision (module docstring), then resume there."""
@@ -399,6 +408,7 @@ class Upstream:
         self._deliver(self, event.to_change())
 
     def on_backlog_end(self, revision: int, epoch: str) -> None:
+        self.backlog_ends += 1
         if self.epoch != epoch:
             self.epoch = epoch
             self.revision = revision
