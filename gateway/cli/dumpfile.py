@@ -78,7 +78,7 @@ class Record:
     scope: str
     key: str
     value: Any
-    size: int  # bytes of the value's canonical JSON
+    size: int  # bytes of the record's line
 
 
 @dataclass
@@ -89,7 +89,6 @@ class DumpInfo:
     keys: int = 0
     scopes: dict[str, int] = field(default_factory=dict)
     bytes: int = 0
-    value_bytes: int = 0
     sha256: str = ""
     records_offset: int = 0  # byte offset of the first record
 
@@ -102,7 +101,6 @@ class DumpWriter:
         self._hash = hashlib.sha256()
         self.bytes = 0
         self.keys = 0
-        self.value_bytes = 0
         self.scopes: dict[str, int] = {}
         self._write({"format": FORMAT, "version": VERSION, **header})
 
@@ -115,7 +113,6 @@ class DumpWriter:
     def add(self, scope: str, key: str, value: Any, revision: int) -> None:
         self._write({"scope": scope, "key": key, "value": value, "revision": revision})
         self.keys += 1
-        self.value_bytes += len(dumps(value).encode("utf-8"))
         self.scopes[scope] = self.scopes.get(scope, 0) + 1
 
     def finish(self) -> dict[str, Any]:
@@ -155,9 +152,12 @@ def _parse_line(data: bytes, line: int | None) -> dict[str, Any]:
     return doc
 
 
+_DECODER: Final = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+
+
 def loads_strict(data: bytes) -> Any:
     """JSON with no NaN/Infinity and no float overflow (what the state model can hold)."""
-    return json.loads(data.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite)
+    return _DECODER.decode(data.decode("utf-8"))
 
 
 def _check_ints(value: Any, line: int | None) -> None:
@@ -238,10 +238,9 @@ def verify(path: str, progress: Callable[[int], object] | None = None) -> DumpIn
                 trailer = doc
                 continue
             else:
-                scope, _key, value = decode_record(doc, number)
+                scope, _key, _value = decode_record(doc, number)
                 info.keys += 1
                 info.scopes[scope] = info.scopes.get(scope, 0) + 1
-                info.value_bytes += len(dumps(value).encode("utf-8"))
             digest.update(data)
             info.bytes += len(data)
     if info is None:
@@ -288,7 +287,6 @@ def iter_records(path: str, offset: int, first_index: int) -> Iterator[Record]:
             if "end" in doc:
                 return
             scope, key, value = decode_record(doc, None)
-            size = len(dumps(value).encode("utf-8"))
-            yield Record(index, start, start + len(data), scope, key, value, size)
+            yield Record(index, start, start + len(data), scope, key, value, len(data))
             index += 1
     raise DumpError("the file ended before its trailer")

@@ -200,7 +200,7 @@ def _dry_run(args: argparse.Namespace, info: DumpInfo, state: ImportState | None
         "dry_run": True,
         "keys": info.keys,
         "scopes": info.scopes,
-        "value_bytes": info.value_bytes,
+        "bytes": info.bytes,
         "source_engine": source.get("engine"),
         "revision": h.get("revision"),
         "epoch": h.get("epoch"),
@@ -213,7 +213,7 @@ def _dry_run(args: argparse.Namespace, info: DumpInfo, state: ImportState | None
         _say(
             args,
             f"{args.file}: a complete export of {info.keys} keys in {len(info.scopes)} scopes "
-            f"({info.value_bytes} bytes of values) from {source.get('engine')} at revision "
+            f"({info.bytes} bytes) from {source.get('engine')} at revision "
             f"{h.get('revision')} (epoch {h.get('epoch')}); nothing written (dry run){resume}",
         )
     return EXIT_OK
@@ -255,7 +255,7 @@ def _finish(args: argparse.Namespace, info: DumpInfo, pump: _Pump, seconds: floa
         "done": state.done,
         "complete": state.complete,
         "scopes": len(info.scopes),
-        "value_bytes": pump.bytes,
+        "bytes": pump.bytes,
         "seconds": round(seconds, 3),
     }
     if args.json:
@@ -263,7 +263,7 @@ def _finish(args: argparse.Namespace, info: DumpInfo, pump: _Pump, seconds: floa
     rate = pump.written / seconds if seconds > 0 else 0.0
     head = (
         f"imported {pump.written} keys ({pump.skipped} done before) into {state.engine}, "
-        f"{len(info.scopes)} scopes, {pump.bytes} bytes of values, {seconds:.2f} s ({rate:.0f} keys/s)"
+        f"{len(info.scopes)} scopes, {pump.bytes} bytes, {seconds:.2f} s ({rate:.0f} keys/s)"
     )
     if pump.failure is not None:
         pump.failure.message += f"; {state.done} of {info.keys} keys imported, run the same command to resume"
