@@ -54,7 +54,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="PATTERN",
         help="a scope name or glob (* and ?) to export; repeat for more",
     )
-    what.add_argument("--all", action="store_true", help="every scope this client may read")
+    what.add_argument(
+        "--all", action="store_true", help="every scope this client may read (its read patterns, or *)"
+    )
     parser.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write (- for stdout)")
     parser.add_argument(
         "--per-scope",
@@ -87,6 +89,14 @@ async def _export(args: argparse.Namespace, target: Target, patterns: tuple[str,
     started = time.monotonic()
     client = await open_link(target)
     engine = client.peer.peer_id if client.peer is not None else ""
+    perms = client.peer.permissions if client.peer is not None else None
+    if args.all and perms is not None and "*" not in perms.read:
+        # "Every scope this client may read": its read patterns, as the gateway told us at the
+        # handshake (asking for "*" would be refused outright).
+        patterns = tuple(perms.read)
+        if not patterns:
+            await client.aclose()
+            fail(EXIT_FAILURE, "FORBIDDEN: this client may not read any scope")
     try:
         with progress_bar(None, "scope", "reading", args.quiet) as bar:
 

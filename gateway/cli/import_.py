@@ -329,6 +329,12 @@ class _Pump:
             workers = [asyncio.create_task(self._work(q)) for q in lanes]
             try:
                 await self._produce(lanes)
+            except DumpError as exc:  # the file changed after it was checked
+                self._cutoff = -1
+                self._stop.set()
+                self.failure = CliFailure(
+                    EXIT_USAGE, f"{self.args.file}: changed since it was checked: {exc}"
+                )
             finally:
                 for q in lanes:
                     await q.put(None)

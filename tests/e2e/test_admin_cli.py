@@ -199,7 +199,7 @@ def test_cannot_connect_or_authenticate_exits_3(fleet: Fleet) -> None:
         assert "PRIVATE KEY" not in result.stderr + result.stdout
 
 
-async def test_forbidden_scopes_exit_1(fleet: Fleet) -> None:
+async def test_forbidden_scopes_exit_1(fleet: Fleet, tmp_path: Path) -> None:
     ok(fleet.state("set", "pub-news", "n1", '"hello"', key=fleet.limited))
     denied = fleet.state("get", "orders", "o-1", key=fleet.limited)
     assert denied.returncode == 1 and denied.stderr.startswith("error: FORBIDDEN:")
@@ -209,6 +209,11 @@ async def test_forbidden_scopes_exit_1(fleet: Fleet) -> None:
     assert groups == ["pub-news"]  # only what it may read
     async with link_client(fleet.central, fleet.admin) as client:
         assert await client.request(GetArgs("orders", "o-9")) is None  # nothing was written
+    # Its export of "everything" is everything it may read.
+    exported = cli(
+        "export", *fleet.central.flags(fleet.limited), "--all", "-o", str(tmp_path / "x"), "--json"
+    )
+    assert json.loads(ok(exported).stdout)["scopes"] == {"pub-news": 1}
 
 
 async def test_config_file_supplies_the_target_and_flags_win(fleet: Fleet) -> None:
