@@ -19,8 +19,9 @@ Semantics of the ops served, so a Bridge gets exactly what a local call would re
 
 **Snapshot at one revision.** Reading many scopes is not atomic on every backend (Redis), so
 the snapshot is made consistent with the history instead of a lock: note the history position
-``r0``, read every matching scope, let ``R`` be the newest revision seen (in the history or in
-any entry read), wait until the history has reached ``R``, then replay the history's changes in
+``r0``, read every matching scope, let ``R`` be the newest revision known once the reads are
+done (the store's and the history's position, any entry read), wait until the history has
+reached ``R``, then replay the history's changes in
 ``(r0, R]`` over what was read, keeping per key the newest revision. Every key then holds
 exactly the value of the last write at or before ``R``. If the ring lost ``r0`` meanwhile (a
 flood of writes), the snapshot is retried, a bounded number of times.
@@ -177,6 +178,9 @@ class StateLinkHandler:
             for key, entry in await self.adapter.items(scope):
                 state[(scope, key)] = (entry.value, entry.revision)
                 newest = max(newest, entry.revision)
+        # Writes that removed a key during the reads show in no entry: the store's position
+        # after the reads bounds them (for Redis, as far as this process has seen revisions).
+        newest = max(newest, history.last, self.adapter.info().revision)
         try:
             await _wait(history, newest)
         except TimeoutError:

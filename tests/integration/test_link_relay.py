@@ -19,7 +19,7 @@ from gateway.config.settings import Endpoint, KvSettings
 from gateway.errors import GatewayError
 from gateway.link.client import connect
 from gateway.link.messages import WatchEvent
-from gateway.link.requests import GetArgs, WatchArgs
+from gateway.link.requests import GetArgs, SnapshotArgs, WatchArgs
 from gateway.metrics import Metrics
 from gateway.state.adapter import ChangeKind
 from tests.helpers.federation import (
@@ -372,3 +372,98 @@ async def test_a_silent_peer_is_dropped_by_the_idle_timeout_and_a_live_one_kept(
     assert await live.request(GetArgs("s", "k")) is None
     await live.aclose()
     silent.abort()
+
+
+class Listener:
+    """Records what a raw watch stream delivers."""
+
+    def __init__(self) -> None:
+        self.events: list[int] = []
+        self.backlog_end: tuple[int, str] | None = None
+        self.progress: list[int] = []
+
+    def on_event(self, event: WatchEvent) -> None:
+        self.events.append(event.revision)
+
+    def on_backlog_end(self, revision: int, epoch: str) -> None:
+        self.backlog_end = (revision, epoch)
+
+    def on_progress(self, revision: int) -> None:
+        self.progress.append(revision)
+
+
+async def test_progress_marks_advance_a_watch_on_a_quiet_scope(fed: Federation) -> None:
+    up = await fed.upstream(server_options={"progress_interval": 0.05})
+    assert up.key is not None and up.adapter is not None
+    client = await connect(
+        "127.0.0.1", up.port, private_key=fed.edge_key.key, client_id="w", server_key=up.key.key.public_key()
+    )
+    quiet = Listener()
+    client.watch(WatchArgs(("quiet-*",)), quiet)
+    await eventually(lambda: quiet.backlog_end is not None)
+    last = 0
+    for i in range(5):
+        last = (await up.adapter.set("busy", str(i), i)).revision
+    await eventually(lambda: bool(quiet.progress) and quiet.progress[-1] == last, what="a progress mark")
+    assert quiet.events == []  # nothing matched, but the resume point moved
+    assert quiet.progress == sorted(set(quiet.progress))
+    await client.aclose()
+
+
+class InterleavingKv(KvAdapter):
+    """A kv store whose scope reads yield to the loop first, so writes land between them
+    (as they would between the reads of several Redis hashes)."""
+
+    def __init__(self) -> None:
+        super().__init__(KvSettings(store_method="in_memory"), engine_id="central")
+
+    async def items(self, scope: str) -> Any:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return await super().items(scope)
+
+
+async def test_snapshot_is_the_state_at_one_revision_despite_concurrent_writes(fed: Federation) -> None:
+    adapter = InterleavingKv()
+    up = await fed.upstream(adapter=adapter)
+    assert up.key is not None
+    log = ChangeLog()
+    adapter.subscribe(log)
+    client = await connect(
+        "127.0.0.1", up.port, private_key=fed.edge_key.key, client_id="s", server_key=up.key.key.public_key()
+    )
+    for scope in "abcde":
+        for key in range(10):
+            await adapter.set(scope, str(key), 0)
+    stop = asyncio.Event()
+
+    async def churn() -> None:
+        n = 0
+        while not stop.is_set():
+            scope, key = "abcde"[n % 5], str(n % 13)
+            if n % 7 == 0:
+                await adapter.delete(scope, key)
+            else:
+                await adapter.set(scope, key, n)
+            n += 1
+            await asyncio.sleep(0)
+
+    writer = asyncio.create_task(churn())
+    try:
+        snaps = [await client.request(SnapshotArgs(("*",))) for _ in range(5)]
+    finally:
+        stop.set()
+        await writer
+    for snap in snaps:
+        expected: dict[tuple[str, str], tuple[Any, int]] = {}
+        for change in log.changes:
+            if change.revision > snap["revision"]:
+                break
+            if change.kind is ChangeKind.DELETED:
+                expected.pop((change.scope, change.key), None)
+            else:
+                expected[(change.scope, change.key)] = (change.new_value, change.revision)
+        got = {(scope, key): (value, rev) for scope, key, value, rev in snap["items"]}
+        assert got == expected
+    assert len({snap["revision"] for snap in snaps}) > 1  # writes really happened in between
+    await client.aclose()
