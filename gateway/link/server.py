@@ -245,7 +245,7 @@ class _ServerLink(LinkProtocol):
         """
         coro = self._serve(rid, args)
         if args.OP not in self.server.eager_ops:
-            self.tasks[rid] = asyncio.create_task(coro, name=f"link-req-{rid}")
+            self.tasks[rid] = self.server.track(asyncio.create_task(coro, name=f"link-req-{rid}"))
             return
         try:
             pending = coro.send(None)
@@ -254,7 +254,9 @@ class _ServerLink(LinkProtocol):
         except BaseException:
             coro.close()
             raise
-        self.tasks[rid] = asyncio.create_task(_resume(coro, pending), name=f"link-req-{rid}")
+        self.tasks[rid] = self.server.track(
+            asyncio.create_task(_resume(coro, pending), name=f"link-req-{rid}")
+        )
 
     async def _serve(self, rid: int, args: RequestArgs) -> None:
         conn = self.conn
@@ -367,6 +369,7 @@ class LinkServer:
             max_outbound_bytes=max_outbound_bytes,
         )
         self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self.auth_failures_total = 0
         self.forbidden_total = 0
 
@@ -403,11 +406,17 @@ class LinkServer:
             if link.transport is not None and not link.transport.is_closing():
                 link.transport.resume_reading()  # to read the peer's answering Close
         await asyncio.gather(*(link.wait_closed(self.close_timeout) for link in links))
-        leftovers = [t for link in links for t in link.tasks.values()]
+        leftovers = list(self._tasks)  # also those of links that closed earlier, still ending
         for task in leftovers:
             task.cancel()
         if leftovers:
             await asyncio.gather(*leftovers, return_exceptions=True)
+
+    def track(self, task: asyncio.Task[None]) -> asyncio.Task[None]:
+        """Own a request task until it ends (stop() cancels and awaits whatever is left)."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     # -- admission --------------------------------------------------------------------------
 

@@ -89,6 +89,7 @@ class WatchHub:
         self.max_outbound_bytes = max_outbound_bytes
         self._watches: dict[tuple[LinkProtocol, int], _Watch] = {}
         self._progress: asyncio.Task[None] | None = None
+        self._replays: set[asyncio.Task[None]] = set()
         self.cut_total = 0
         self.history_gone_total = 0
         self.events_sent_total = 0
@@ -104,7 +105,7 @@ class WatchHub:
         if self.history is not None:
             self.history.remove_listener(self._on_change)
             self.history.remove_reset_listener(self._on_reset)
-        tasks = [t for t in (self._progress, *(w.replay for w in self._watches.values())) if t is not None]
+        tasks = [t for t in (self._progress, *self._replays) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -140,7 +141,10 @@ class WatchHub:
             self._go_live(watch)
             return
         watch.buffer = deque()
-        watch.replay = asyncio.create_task(self._replay(watch, backlog), name=f"link-watch-replay-{sub_id}")
+        replay = asyncio.create_task(self._replay(watch, backlog), name=f"link-watch-replay-{sub_id}")
+        self._replays.add(replay)  # owned here until it ends; stop() cancels and awaits the rest
+        replay.add_done_callback(self._replays.discard)
+        watch.replay = replay
 
     def end(self, link: LinkProtocol, sub_id: int, code: str, message: str) -> None:
         """End watch ``sub_id`` of ``link`` with error ``code`` (no-op if it is not open)."""
