@@ -81,6 +81,7 @@ class FunctionRegistry:
         self._builtins: dict[str, FunctionInfo] = {}
         self._workers: dict[tuple[str, str], FunctionInfo] = {}
         self._metrics = metrics
+        self._metric_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.default_timeout = default_timeout
 
     # -- registration -----------------------------------------------------------------------
@@ -196,6 +197,14 @@ class FunctionRegistry:
     def _count(self, kind: str, outcome: str, seconds: float | None = None) -> None:
         if self._metrics is None:
             return
-        self._metrics.invocations.labels(kind, outcome).inc()
+        key = (kind, outcome)
+        children = self._metric_children.get(key)
+        if children is None:  # labels() is costly on a hot path: look each child up once
+            children = (
+                self._metrics.invocations.labels(kind, outcome),
+                self._metrics.invocation_duration.labels(kind),
+            )
+            self._metric_children[key] = children
+        children[0].inc()
         if seconds is not None:
-            self._metrics.invocation_duration.labels(kind).observe(seconds)
+            children[1].observe(seconds)

@@ -73,6 +73,7 @@ class StateModule:
         self.adapter = adapter
         self.max_value_bytes = max_value_bytes or None
         self._metrics = metrics
+        self._metric_children: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def register(self, functions: FunctionRegistry) -> None:
         """Install ``state::*`` as builtin functions."""
@@ -194,8 +195,19 @@ class StateModule:
             raise
         finally:
             if self._metrics is not None:
-                self._metrics.requests.labels(op, outcome).inc()
-                self._metrics.request_duration.labels(op).observe(time.perf_counter() - started)
+                counter, histogram = self._children(op, outcome)
+                counter.inc()
+                histogram.observe(time.perf_counter() - started)
+
+    def _children(self, op: str, outcome: str) -> tuple[Any, Any]:
+        """Metric children for (op, outcome), looked up once: ``labels()`` is costly per call."""
+        key = (op, outcome)
+        found = self._metric_children.get(key)
+        if found is None:
+            assert self._metrics is not None
+            found = (self._metrics.requests.labels(op, outcome), self._metrics.request_duration.labels(op))
+            self._metric_children[key] = found
+        return found
 
 
 def _write_result(result: WriteResult) -> dict[str, Any]:
