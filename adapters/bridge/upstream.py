@@ -283,8 +283,7 @@ class Upstream:
             raise AdapterUnavailable(f"upstream {self.name} is not connected")
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self.timeout):
-                result = await client.request(args)
+            result = await client.request(args, self.timeout)
         except TimeoutError:
             self._count_request(op, "timeout", started)
             raise AdapterTimeout(

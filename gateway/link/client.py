@@ -46,7 +46,7 @@ from gateway.link.frames import DEFAULT_MAX_FRAME_SIZE
 from gateway.link.messages import WatchEvent
 from gateway.link.requests import RequestArgs, WatchArgs
 from gateway.link.states import NORMAL, State
-from gateway.link.transport import LinkProtocol
+from gateway.link.transport import FLUSH_EVERY, LinkProtocol
 
 if TYPE_CHECKING:
     from gateway.metrics import Metrics
@@ -228,24 +228,45 @@ class LinkClient(LinkProtocol):
             raise LinkBroken(f"the link to the upstream is closing: {exc.message}") from exc
         except LocalProtocolError as exc:  # FRAME_TOO_LARGE, or a value msgpack cannot encode
             raise GatewayError(f"cannot send {args.OP}: {exc.message}", code=exc.code) from exc
-        self.kick()
+        self.queued_since_flush += 1
+        if self.queued_since_flush >= FLUSH_EVERY:
+            self.flush()  # let the upstream start on these while we produce the rest
+        else:
+            self.kick()
         return rid
 
-    async def request(self, args: RequestArgs) -> Any:
-        """Send one request and wait for its answer (cancel the caller to abandon it)."""
+    async def request(self, args: RequestArgs, timeout: float | None = None) -> Any:
+        """Send one request and wait for its answer.
+
+        With ``timeout`` (seconds) the request is abandoned on the link and ``TimeoutError``
+        raised when no answer came in time (one timer handle: cheaper than a timeout scope
+        around the call). Cancelling the caller abandons the request too.
+        """
         if self.writing_paused:
             await self.drain()
         rid = self._send(args)
         future: asyncio.Future[Any] = self._loop.create_future()
         self._requests[rid] = future
+        timer = None if timeout is None else self._loop.call_later(timeout, self._expire, rid)
         try:
             return await future
-        except asyncio.CancelledError:
-            if self._requests.pop(rid, None) is not None and self.conn is not None:
-                with contextlib.suppress(GatewayError):
-                    if self.conn.cancel(rid):
-                        self.kick()
+        except (asyncio.CancelledError, TimeoutError):
+            self._abandon(rid)
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _expire(self, rid: int) -> None:
+        future = self._requests.get(rid)
+        if future is not None and not future.done():
+            future.set_exception(TimeoutError())
+
+    def _abandon(self, rid: int) -> None:
+        if self._requests.pop(rid, None) is not None and self.conn is not None:
+            with contextlib.suppress(GatewayError):
+                if self.conn.cancel(rid):
+                    self.kick()
 
     def watch(self, args: WatchArgs, listener: WatchListener) -> ClientWatch:
         """Open a watch stream; frames go to ``listener`` until ``done`` resolves."""

@@ -44,12 +44,17 @@ if TYPE_CHECKING:
     from gateway.link.connection import LinkConnection
     from gateway.metrics import Metrics
 
-__all__ = ["WRITE_HIGH_WATER", "WRITE_LOW_WATER", "LinkProtocol", "peer_address"]
+__all__ = ["FLUSH_EVERY", "WRITE_HIGH_WATER", "WRITE_LOW_WATER", "LinkProtocol", "peer_address"]
 
 log = logging.getLogger(__name__)
 
 #: Transport write-buffer marks: large enough that a pipelined burst never pauses, small
 #: enough that a peer that stops reading is noticed after a bounded amount of memory.
+#: Frames queued in one loop iteration before they are written without waiting for its end.
+#: Per-tick batching alone makes two busy ends take turns: many callers woken by one read send
+#: their next requests as one late batch while the other end idles. Writing every few frames
+#: lets both ends work at once, at the cost of a few more (still batched) writes.
+FLUSH_EVERY: Final = 16
 WRITE_HIGH_WATER: Final = 4 * 1024 * 1024
 WRITE_LOW_WATER: Final = 1024 * 1024
 _FINISHED_STATES: Final = (State.CLOSED, State.ERROR)
