@@ -27,6 +27,7 @@ from typing import Any
 
 from adapters.kv.store import KvAdapter
 from bench.summary import result
+from bench.timing import concurrent, pct
 from gateway.config.settings import KvSettings
 from gateway.state.ops import increment_op
 
@@ -52,10 +53,6 @@ def _value(i: int) -> dict[str, Any]:
     return {"id": i, "name": f"user-{i}", "active": i % 2 == 0, "score": i * 0.5}
 
 
-def _pct(sorted_values: list[float], q: float) -> float:
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
-
-
 async def _timed(n: int, op: Callable[[int], Awaitable[object]]) -> dict[str, float]:
     lat: list[float] = []
     started = time.perf_counter()
@@ -65,23 +62,7 @@ async def _timed(n: int, op: Callable[[int], Awaitable[object]]) -> dict[str, fl
         lat.append(time.perf_counter() - t0)
     total = time.perf_counter() - started
     lat.sort()
-    return {"ops_s": n / total, "p50_us": _pct(lat, 0.5) * 1e6, "p99_us": _pct(lat, 0.99) * 1e6}
-
-
-async def _concurrent(n: int, callers: int, op: Callable[[int], Awaitable[object]]) -> dict[str, float]:
-    lat: list[float] = []
-
-    async def worker(start: int) -> None:
-        for i in range(start, n, callers):
-            t0 = time.perf_counter()
-            await op(i)
-            lat.append(time.perf_counter() - t0)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(c) for c in range(callers)))
-    total = time.perf_counter() - started
-    lat.sort()
-    return {"ops_s": n / total, "p50_us": _pct(lat, 0.5) * 1e6, "p99_us": _pct(lat, 0.99) * 1e6}
+    return {"ops_s": n / total, "p50_us": pct(lat, 0.5) * 1e6, "p99_us": pct(lat, 0.99) * 1e6}
 
 
 async def bench_ops(policy: str, ops: int, callers: int, root: Path) -> list[tuple[str, dict[str, float]]]:
@@ -97,7 +78,7 @@ async def bench_ops(policy: str, ops: int, callers: int, root: Path) -> list[tup
         rows.append(
             (
                 f"set x{callers}",
-                await _concurrent(ops, callers, lambda i: adapter.set("bench2", keys[i], _value(i))),
+                await concurrent(ops, callers, lambda i: adapter.set("bench2", keys[i], _value(i))),
             )
         )
         fsyncs = adapter.statistics().get("kv_fsyncs_total", 0)

@@ -43,6 +43,7 @@ from adapters.redis import RedisAdapter
 from adapters.redis import scripts as lua
 from adapters.redis.scripts import KeyLayout
 from bench.summary import result
+from bench.timing import concurrent
 from gateway import jsonutil
 from gateway.config.settings import RedisSettings
 from gateway.state.adapter import Change
@@ -58,26 +59,6 @@ def _value(i: int) -> dict[str, Any]:
 
 
 VALUE_SIZE = len(jsonutil.dumps(_value(12345)))
-
-
-def _pct(sorted_values: list[float], q: float) -> float:
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
-
-
-async def _concurrent(n: int, callers: int, op: Callable[[int], Awaitable[object]]) -> dict[str, float]:
-    lat: list[float] = []
-
-    async def worker(start: int) -> None:
-        for i in range(start, n, callers):
-            t0 = time.perf_counter()
-            await op(i)
-            lat.append(time.perf_counter() - t0)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(c) for c in range(callers)))
-    total = time.perf_counter() - started
-    lat.sort()
-    return {"ops_s": n / total, "p50_us": _pct(lat, 0.5) * 1e6, "p99_us": _pct(lat, 0.99) * 1e6}
 
 
 def _redis_benchmark(url: str, ops: int, callers: int) -> dict[str, dict[str, float]]:
@@ -116,11 +97,9 @@ async def _bare_redis_py(url: str, ops: int, callers: int) -> dict[str, dict[str
 
     try:
         rows = {
-            "set": await _concurrent(
-                ops, callers, lambda i: client.hset("state:" + SCOPE, f"k{i}", texts[i])
-            ),
-            "get": await _concurrent(ops, callers, lambda i: client.hget("state:" + SCOPE, f"k{i}")),
-            "set script": await _concurrent(ops, callers, set_script),
+            "set": await concurrent(ops, callers, lambda i: client.hset("state:" + SCOPE, f"k{i}", texts[i])),
+            "get": await concurrent(ops, callers, lambda i: client.hget("state:" + SCOPE, f"k{i}")),
+            "set script": await concurrent(ops, callers, set_script),
         }
     finally:
         await client.aclose()
@@ -149,13 +128,13 @@ async def _adapter(url: str, ops: int, callers: int) -> dict[str, dict[str, floa
 
     try:
         started = time.perf_counter()
-        rows = {"set": await _concurrent(ops, callers, set_op)}
+        rows = {"set": await concurrent(ops, callers, set_op)}
         await adapter.wait_delivered(last, timeout=120)
         events_s = delivered / (time.perf_counter() - started)
-        rows["get"] = await _concurrent(ops, callers, lambda i: adapter.get(SCOPE, f"k{i}"))
+        rows["get"] = await concurrent(ops, callers, lambda i: adapter.get(SCOPE, f"k{i}"))
         incs = [increment_op("score", 1)]
-        rows["update"] = await _concurrent(ops, callers, lambda i: adapter.update(SCOPE, f"k{i}", incs))
-        rows["update 1 key"] = await _concurrent(
+        rows["update"] = await concurrent(ops, callers, lambda i: adapter.update(SCOPE, f"k{i}", incs))
+        rows["update 1 key"] = await concurrent(
             ops // 4, callers, lambda i: adapter.update(SCOPE, "hot", incs)
         )
         rows["events"] = {"ops_s": events_s, "p50_us": float("nan"), "p99_us": float("nan")}
