@@ -296,6 +296,7 @@ def build_link_service(
         lambda: adapter.info().epoch,
         max_changes=history_size,
         contiguous=adapter.name in _CONTIGUOUS_ADAPTERS,
+        position_of=lambda: (adapter.info().epoch, adapter.info().revision),
     )
     handler = StateLinkHandler(adapter, history, metrics=metrics)
     server = LinkServer(

@@ -21,6 +21,14 @@ listeners (the link server then ends every watch with ``HISTORY_GONE``):
 The ring starts empty at ``start`` (floor = last = the store's revision then): history is
 per process, so an upstream restart turns an older resume point into ``HISTORY_GONE``.
 
+**No epoch yet.** A store may have no epoch at ``start`` (a Bridge whose upstream is not
+linked yet: a region started before its central). Such a history admits no watcher
+(:meth:`has_epoch` is False and the watch hub answers ``UPSTREAM_UNAVAILABLE``, which the
+downstream retries). It adopts the store's epoch and position, *without* a reset, as soon as the
+store has one (asked through ``position_of`` when a watcher comes, or from the first change).
+Adopting it as an epoch change instead would end every watch with ``HISTORY_GONE`` on the first
+relayed change, and each downstream would skip what happened before its resync.
+
 Listeners are called synchronously from the sink, in revision order, after the change is in
 the ring; they must not block (the link server only queues bytes).
 """
@@ -51,6 +59,8 @@ class ChangeHistory:
         epoch_of: returns the store's current epoch (cheap; called once per change).
         max_changes: ring size.
         contiguous: the store's revisions have no holes (kv, Redis), so a hole is a loss.
+        position_of: the store's current (epoch, revision), asked only while the history has
+            no epoch (see "No epoch yet" in the module docstring).
     """
 
     def __init__(
@@ -59,12 +69,14 @@ class ChangeHistory:
         *,
         max_changes: int = DEFAULT_HISTORY_SIZE,
         contiguous: bool = True,
+        position_of: Callable[[], tuple[str, int]] | None = None,
     ) -> None:
         if max_changes < 1:
             raise ValueError("max_changes must be positive")
         self._epoch_of = epoch_of
         self.max_changes = max_changes
         self.contiguous = contiguous
+        self._position_of = position_of
         self.epoch = ""
         self.floor = 0  # every change with floor < revision <= last is in the ring
         self.last = 0
@@ -83,11 +95,31 @@ class ChangeHistory:
         self.floor = self.last = revision
         self._clear()
 
+    def has_epoch(self) -> bool:
+        """True once the history belongs to an epoch; watchers are admitted only then.
+
+        While it has none, ask the store: the first epoch it reports is adopted with the store's
+        revision as the start, with no reset (no watcher was admitted before it).
+        """
+        if not self.epoch and self._count == 0 and self._position_of is not None:
+            epoch, revision = self._position_of()
+            if epoch:
+                self._adopt(epoch, revision)
+        return bool(self.epoch)
+
+    def _adopt(self, epoch: str, revision: int) -> None:
+        log.info("change history: the store's epoch is now %s (from revision %d)", epoch, revision)
+        self.epoch = epoch
+        self.floor = self.last = revision
+        self._clear()
+
     # -- the sink ---------------------------------------------------------------------------
 
     def __call__(self, change: Change) -> None:
         epoch = self._epoch_of()
         revision = change.revision
+        if not self.epoch and self._count == 0 and epoch:
+            self._adopt(epoch, revision - 1)  # the first epoch: nobody watched before it
         if epoch != self.epoch:
             self._reset(epoch, revision - 1, f"the store's epoch changed from {self.epoch} to {epoch}")
         elif revision <= self.last:

@@ -5,6 +5,8 @@ A ``watch(patterns, from_revision, epoch)`` request opens a stream on its connec
 1. **Check** the resume point against the :class:`ChangeHistory`: an ``epoch`` that is not the
    store's, or a ``from_revision`` the ring no longer (or not yet) covers, ends the stream at
    once with ``HISTORY_GONE`` (the downstream resyncs). ``from_revision=None`` means live only.
+   A history with no epoch yet (a Bridge whose own upstream is not linked) answers
+   ``UPSTREAM_UNAVAILABLE``, which the downstream retries with a growing delay.
 2. **Replay** the changes after ``from_revision`` whose scope matches, in revision order, paced
    by the socket (a task that waits for the transport to drain every few hundred events). Live
    changes committed meanwhile wait in a per-watch buffer of at most ``max_buffer`` changes.
@@ -118,6 +120,9 @@ class WatchHub:
         history = self.history
         if history is None:
             self._refuse(link, sub_id, "UNSUPPORTED", "this upstream keeps no change history")
+            return
+        if not history.has_epoch():  # a Bridge not linked yet: the downstream retries
+            self._refuse(link, sub_id, "UPSTREAM_UNAVAILABLE", "this gateway has no epoch yet; retry")
             return
         if args.epoch is not None and args.epoch != history.epoch:
             self._gone(link, sub_id, f"the store's epoch is {history.epoch}, not {args.epoch}")
