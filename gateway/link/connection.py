@@ -72,6 +72,7 @@ from gateway.link.frames import (
     DEFAULT_MAX_FRAME_SIZE,
     PRE_AUTH_MAX_FRAME_SIZE,
     FrameDecoder,
+    SharedFrame,
     encode_frame,
 )
 from gateway.link.messages import (
@@ -534,6 +535,13 @@ class LinkConnection:
     def send_event(self, event: WatchEvent) -> None:
         """Server: stream one change on the open watch ``event.sub_id``."""
         self._stream(event.sub_id, event)
+
+    def send_shared_event(self, sub_id: int, frame: SharedFrame) -> None:
+        """Server: stream one change on the open watch ``sub_id``, from a frame encoded once
+        for every watch the change goes to (:meth:`WatchEvent.shared_frame`, fan-out)."""
+        self._require_open("send on a watch", Role.SERVER)
+        self._open.check_watch(sub_id)
+        self._out.append(frame.frame(sub_id, self._send_limit))
 
     def send_backlog_end(self, sub_id: int, revision: int, epoch: str) -> None:
         self._stream(sub_id, BacklogEnd(sub_id, revision, epoch))

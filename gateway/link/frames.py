@@ -40,6 +40,7 @@ __all__ = [
     "MALFORMED_FRAME",
     "PRE_AUTH_MAX_FRAME_SIZE",
     "FrameDecoder",
+    "SharedFrame",
     "canonical_pack",
     "encode_frame",
 ]
@@ -74,13 +75,60 @@ def encode_frame(body: Mapping[str, Any], max_frame_size: int | None = None) -> 
     except (TypeError, ValueError, OverflowError) as exc:
         raise LocalProtocolError(f"cannot encode frame: {exc}", code=MALFORMED_FRAME) from exc
     size = len(payload)
-    limit = _MAX_LENGTH_FIELD if max_frame_size is None else min(max_frame_size, _MAX_LENGTH_FIELD)
+    limit = _frame_limit(max_frame_size)
     if size > limit:
-        raise LocalProtocolError(
-            f"frame of {size} bytes exceeds the maximum frame size of {limit} bytes",
-            code=FRAME_TOO_LARGE,
-        )
+        raise _too_large(size, limit)
     return size.to_bytes(HEADER_SIZE, "big") + payload
+
+
+def _frame_limit(max_frame_size: int | None) -> int:
+    return _MAX_LENGTH_FIELD if max_frame_size is None else min(max_frame_size, _MAX_LENGTH_FIELD)
+
+
+def _too_large(size: int, limit: int) -> LocalProtocolError:
+    return LocalProtocolError(
+        f"frame of {size} bytes exceeds the maximum frame size of {limit} bytes", code=FRAME_TOO_LARGE
+    )
+
+
+class SharedFrame:
+    """One frame body encoded once, sent to many peers that differ in one integer field only.
+
+    Fan-out of a change to many watches: every copy carries the same change and only its
+    subscription id differs, so the map (its values included) is packed once here and
+    :meth:`frame` prepends the map header and the one field per copy. The result is the same
+    msgpack map a plain :func:`encode_frame` of the full body gives (field order aside).
+
+    Raises :class:`LocalProtocolError` (``MALFORMED_FRAME``) when ``body`` cannot be encoded.
+    """
+
+    __slots__ = ("_field", "_header", "_pairs")
+
+    def __init__(self, body: Mapping[str, Any], field: str) -> None:
+        if field in body:
+            raise ValueError(f"the shared body already has the field {field!r}")
+        try:
+            packed: bytes = msgpack.packb(body, use_bin_type=True)
+            self._field: bytes = msgpack.packb(field, use_bin_type=True)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise LocalProtocolError(f"cannot encode frame: {exc}", code=MALFORMED_FRAME) from exc
+        count = len(body) + 1
+        # A map header is one byte up to 15 entries (fixmap), else 0xde and a 16-bit count.
+        self._pairs = packed[1:] if len(body) < 16 else packed[3:]
+        self._header = bytes([0x80 | count]) if count < 16 else b"\xde" + count.to_bytes(2, "big")
+
+    def frame(self, value: int, max_frame_size: int | None = None) -> bytes:
+        """The frame bytes of the body with ``field = value`` (same errors as encode_frame)."""
+        try:
+            packed: bytes = msgpack.packb(value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise LocalProtocolError(f"cannot encode frame: {exc}", code=MALFORMED_FRAME) from exc
+        head = self._header + self._field + packed
+        size = len(head) + len(self._pairs)
+        limit = _frame_limit(max_frame_size)
+        if size > limit:
+            raise _too_large(size, limit)
+        return size.to_bytes(HEADER_SIZE, "big") + head + self._pairs
 
 
 def _sort_key(key: Any) -> tuple[int, bytes]:

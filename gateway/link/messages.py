@@ -43,7 +43,7 @@ from gateway.errors import (
     InputError,
     RemoteProtocolError,
 )
-from gateway.link.frames import MALFORMED_FRAME
+from gateway.link.frames import MALFORMED_FRAME, SharedFrame
 from gateway.link.wire import (
     bad_field,
     bytes_field,
@@ -396,6 +396,28 @@ class WatchEvent:
             epoch=epoch,
             published_at=published_at,
         )
+
+    @classmethod
+    def shared_frame(
+        cls, change: Change, epoch: str | None = None, published_at: float | None = None
+    ) -> SharedFrame:
+        """The frame of ``change`` encoded once for every watch it goes to (only ``sub`` differs).
+
+        Raises :class:`~gateway.errors.LocalProtocolError` when a value cannot be encoded.
+        """
+        body = {
+            "type": cls.TYPE,
+            "scope": change.scope,
+            "key": change.key,
+            "event_type": change.kind.value,
+            "old_value": change.old_value,
+            "new_value": change.new_value,
+            "revision": change.revision,
+            "origin": change.origin,
+            "epoch": epoch,
+            "ts": published_at,
+        }
+        return SharedFrame(body, "sub")
 
     def to_change(self) -> Change:
         return Change(

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Final
 
 from gateway.errors import ForbiddenError, HistoryGone, LinkBroken, LinkClosed, LocalProtocolError
 from gateway.link.acl import Permissions, glob_match
+from gateway.link.frames import SharedFrame
 from gateway.link.messages import WatchEvent
 from gateway.link.requests import WatchArgs
 from gateway.link.states import State
@@ -237,6 +238,7 @@ class WatchHub:
     def _on_change(self, change: Change) -> None:
         scope = change.scope
         published_at = time.time()
+        shared: SharedFrame | None = None  # the change encoded once, for every live watch
         for watch in list(self._watches.values()):
             if not watch.matches(scope):
                 continue
@@ -255,7 +257,9 @@ class WatchHub:
             conn = link.conn
             assert conn is not None
             try:
-                conn.send_event(WatchEvent.from_change(watch.sub_id, change, published_at=published_at))
+                if shared is None:
+                    shared = WatchEvent.shared_frame(change, published_at=published_at)
+                conn.send_shared_event(watch.sub_id, shared)
             except (LinkClosed, LocalProtocolError) as exc:
                 self._watches.pop((link, watch.sub_id), None)
                 if isinstance(exc, LocalProtocolError):
