@@ -80,38 +80,52 @@ def bytes_field(frame: Mapping[str, Any], t: str, field: str, size: int) -> byte
 _SCALARS: Final = frozenset({str, int, bool, type(None)})
 
 
+def _refuse(item: Any, where: str) -> NoReturn:
+    if type(item) is float:
+        raise RemoteProtocolError(f"{where}: {item} is not a JSON number", code=MALFORMED_FRAME)
+    raise RemoteProtocolError(f"{where}: {type(item).__name__} is not a JSON value", code=MALFORMED_FRAME)
+
+
 def check_json(value: Any, where: str) -> None:
     """Raise :class:`RemoteProtocolError` unless ``value`` is plain JSON data.
 
     msgpack can carry what JSON cannot (bytes, timestamps, non-string map keys, NaN and
     infinities); state values are JSON, and such a value would only fail much later in a
     worker's JSON encoder or a size check. The walk is iterative: nesting depth is bounded by
-    msgpack, not by Python's recursion limit. Scalars (the common case) return at once.
+    msgpack, not by Python's recursion limit. Scalars (the common case) return at once, and
+    the members of a container are checked in place: only nested containers go on the stack.
     """
     kind = type(value)
     if kind in _SCALARS:
         return
+    if kind is float:
+        if not math.isfinite(value):
+            _refuse(value, where)
+        return
+    if kind is not dict and kind is not list:
+        _refuse(value, where)
+    scalars, isfinite = _SCALARS, math.isfinite
     stack = [value]
-    pop, push, extend = stack.pop, stack.append, stack.extend
+    pop, push = stack.pop, stack.append
     while stack:
         item = pop()
-        kind = type(item)
-        if kind in _SCALARS:
-            continue
-        if kind is dict:
-            for key, sub in item.items():
+        if type(item) is dict:
+            for key in item:
                 if type(key) is not str:
                     raise RemoteProtocolError(
                         f"{where}: JSON object keys must be strings", code=MALFORMED_FRAME
                     )
-                push(sub)
-        elif kind is list:
-            extend(item)
-        elif kind is float:
-            if not math.isfinite(item):
-                raise RemoteProtocolError(f"{where}: {item} is not a JSON number", code=MALFORMED_FRAME)
+            members = item.values()
         else:
-            raise RemoteProtocolError(f"{where}: {kind.__name__} is not a JSON value", code=MALFORMED_FRAME)
+            members = item
+        for sub in members:
+            kind = type(sub)
+            if kind in scalars:
+                continue
+            if kind is dict or kind is list:
+                push(sub)
+            elif kind is not float or not isfinite(sub):
+                _refuse(sub, where)
 
 
 def json_field(frame: Mapping[str, Any], t: str, field: str) -> Any:
