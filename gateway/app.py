@@ -41,8 +41,11 @@ __all__ = ["Gateway", "make_adapter", "run"]
 log = logging.getLogger(__name__)
 
 
-def make_adapter(settings: AdapterSettings, *, engine_id: str, metrics: Metrics) -> StateAdapter:
-    """Pick the storage backend named in the config."""
+def make_adapter(
+    settings: AdapterSettings, *, engine_id: str, metrics: Metrics, data_dir: str | None = None
+) -> StateAdapter:
+    """Pick the storage backend named in the config (a Bridge keeps its relay position in
+    ``data_dir``, so a restarted gateway's triggers resume where they stopped)."""
     if settings.name == "kv":
         from adapters.kv.store import KvAdapter
 
@@ -54,7 +57,7 @@ def make_adapter(settings: AdapterSettings, *, engine_id: str, metrics: Metrics)
     if settings.name == "bridge":
         from adapters.bridge import BridgeAdapter
 
-        return BridgeAdapter(settings.bridge, engine_id=engine_id, metrics=metrics)
+        return BridgeAdapter(settings.bridge, engine_id=engine_id, metrics=metrics, position_dir=data_dir)
     raise ConfigError(f"adapter '{settings.name}' is not available in this build", key="adapter.name")
 
 
@@ -72,7 +75,9 @@ class Gateway:
         self.triggers = TriggerRegistry()
 
         st = settings.state
-        self.adapter = make_adapter(st.adapter, engine_id=self.engine_id, metrics=self.metrics)
+        self.adapter = make_adapter(
+            st.adapter, engine_id=self.engine_id, metrics=self.metrics, data_dir=settings.data_dir
+        )
         self.state_triggers = StateTriggerType(
             self.functions,
             metrics=self.metrics,

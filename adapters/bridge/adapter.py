@@ -41,8 +41,10 @@ import asyncio
 import builtins
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adapters.bridge.position import RelayPosition
 from adapters.bridge.upstream import Upstream
 from gateway.config.settings import BridgeSettings
 from gateway.errors import AdapterError, AdapterUnavailable, ConfigError
@@ -82,11 +84,17 @@ def _write_result(result: Any) -> WriteResult:
     )
 
 
+def _position(directory: str | None, upstream: str) -> RelayPosition | None:
+    return RelayPosition(Path(directory) / f"relay-{upstream}.json") if directory else None
+
+
 class BridgeAdapter:
     """The ``bridge`` state adapter (see the module docstring).
 
     ``backoff`` builds each upstream's reconnect policy (tests shorten it); ``link_options``
-    go to every link (heartbeat and idle times, frame size).
+    go to every link (heartbeat and idle times, frame size). ``position_dir``: where each
+    upstream's relay position is kept (``relay-<upstream>.json``, see ``position.py``) so a
+    restart resumes the relay; None keeps none (the relay starts live-from-now).
     """
 
     name = "bridge"
@@ -99,6 +107,7 @@ class BridgeAdapter:
         metrics: Metrics | None = None,
         backoff: Callable[[], Backoff] | None = None,
         link_options: dict[str, Any] | None = None,
+        position_dir: str | None = None,
     ) -> None:
         if not settings.identity:
             raise ConfigError(
@@ -129,6 +138,7 @@ class BridgeAdapter:
                 metrics=metrics,
                 backoff=backoff() if backoff is not None else None,
                 link_options=link_options,
+                position=_position(position_dir, up.name),
             )
             for index, up in enumerate(settings.upstreams)
         ]

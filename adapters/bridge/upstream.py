@@ -36,6 +36,12 @@ scopes, or the answer is over the frame limit), the catch-up is skipped the same
 resync is logged with both revisions and counted in ``iii_gateway_resyncs_total{upstream,
 reason}`` (``history_gone`` or ``epoch_changed``). A resync also moves the Bridge's own epoch,
 so gateways chained below this one resync too instead of resuming across it.
+
+**Across restarts** (``position``, :mod:`adapters.bridge.position`): the relay position is
+loaded at construction and noted after every delivery, progress mark and resync, so a
+restarted gateway resumes where it stopped instead of live-from-now. After a clean stop nothing
+is repeated; after a crash the changes delivered in the last write interval are delivered once
+more (at-least-once), never skipped.
 """
 
 from __future__ import annotations
@@ -72,6 +78,7 @@ from gateway.link.requests import InfoArgs, RequestArgs, SnapshotArgs, WatchArgs
 from gateway.state.adapter import Change, ChangeKind
 
 if TYPE_CHECKING:
+    from adapters.bridge.position import RelayPosition
     from gateway.metrics import Metrics
 
 __all__ = ["Upstream"]
@@ -115,6 +122,7 @@ class Upstream:
         metrics: Metrics | None = None,
         backoff: Backoff | None = None,
         link_options: dict[str, Any] | None = None,
+        position: RelayPosition | None = None,
     ) -> None:
         self.settings = settings
         self.name = settings.name
@@ -146,6 +154,17 @@ class Upstream:
         # relay position: everything up to `revision` of `epoch` has been handed to the Bridge
         self.epoch: str | None = None
         self.revision = 0
+        self._position = position
+        if position is not None and relay:
+            loaded = position.load()
+            if loaded is not None:
+                self.epoch, self.revision = loaded
+                log.info(
+                    "bridge: upstream %s relay resumes after revision %d of epoch %s",
+                    self.name,
+                    loaded[1],
+                    loaded[0],
+                )
         self.generation = 0  # resyncs so far: part of the Bridge's own epoch
         self.relay_error: str | None = None
         self.backlog_ends = 0  # watches that caught up (reached BacklogEnd)
@@ -174,6 +193,8 @@ class Upstream:
         if task is not None:
             task.cancel()
             await asyncio.wait([task])
+        if self._position is not None:
+            self._position.close()
 
     @property
     def connected(self) -> bool:
@@ -389,6 +410,7 @@ class Upstream:
                 change = Change(scope, key, ChangeKind.UPDATED, None, value, item_revision, origin)
                 self._deliver(self, change)
         self.revision = revision
+        self._noted()
 
     # WatchListener: called synchronously from the link, in order.
 
@@ -405,6 +427,7 @@ class Upstream:
             if event.published_at is not None and self._lag is not None:
                 self._lag.observe(max(0.0, time.time() - event.published_at))
         self._deliver(self, event.to_change())
+        self._noted()
 
     def on_backlog_end(self, revision: int, epoch: str) -> None:
         self.backlog_ends += 1
@@ -415,9 +438,16 @@ class Upstream:
             self.revision = max(self.revision, revision)
         self.relay_error = None
         self._relay_live.set()
+        self._noted()
 
     def on_progress(self, revision: int) -> None:
         self.revision = max(self.revision, revision)
+        self._noted()
+
+    def _noted(self) -> None:
+        """The relay position moved (after delivery): persist it, batched (``position.py``)."""
+        if self._position is not None:
+            self._position.note(self.epoch, self.revision)
 
     def matches(self, scope: str) -> bool:
         return any(glob_match(p, scope) for p in self.patterns)
