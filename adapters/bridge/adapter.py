@@ -25,8 +25,18 @@ indistinguishable from a missing key (``reference/iii-state-semantics.md`` 4.3).
   for the links and their watches, but starts anyway when an upstream is down: the gateway
   serves what it can and keeps dialling.
 
-Not implemented in this build (the settings are accepted): the read cache (every read goes
-upstream) and the offline outbox (with the upstream unreachable, writes fail fast).
+- **Read cache** (``cache.enabled``, :mod:`adapters.bridge.cache`): ``get``, ``list`` and
+  ``items`` are answered locally only while the relay watch of the scope's upstream is live;
+  otherwise they go upstream (``bypass``), and with no link they fail with
+  ``UPSTREAM_UNAVAILABLE`` -- never from stale entries. The cache is emptied whenever the watch
+  stops being live (disconnect, resync, epoch change) and refilled from answers and events of
+  the next live period. A relayed change is applied to the cache *before* the sinks (local
+  triggers) get it, so a reader here never gets a value older than one a local trigger was
+  given. Our own writes' results are applied too (read-your-writes). ``update`` and the
+  compare-and-set checks it carries run upstream, never against the cache.
+
+Not implemented in this build (the settings are accepted): the offline outbox (with the
+upstream unreachable, writes fail fast).
 
 **Epoch and revision** (``info()``), what a gateway chained below this one resumes against:
 with one upstream, the upstream's epoch plus our resync count, and the last relayed revision
@@ -44,6 +54,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adapters.bridge.cache import ReadCache
 from adapters.bridge.position import RelayPosition
 from adapters.bridge.upstream import Upstream
 from gateway.config.settings import BridgeSettings
@@ -60,7 +71,7 @@ from gateway.link.requests import (
     SetArgs,
     UpdateArgs,
 )
-from gateway.state.adapter import Change, ChangeSink, Entry, StoreInfo, WriteResult
+from gateway.state.adapter import Change, ChangeKind, ChangeSink, Entry, StoreInfo, WriteResult
 from gateway.state.ops import DOC_URL, OpError
 
 if TYPE_CHECKING:
@@ -142,6 +153,16 @@ class BridgeAdapter:
             )
             for index, up in enumerate(settings.upstreams)
         ]
+        # One read cache per upstream (a relayed watch covers exactly its routed scopes).
+        caching = settings.cache.enabled and settings.relay_events
+        self._caches: list[ReadCache | None] = [
+            ReadCache(settings.cache.max_entries) if caching else None for _ in self.upstreams
+        ]
+        self._cache_counts = (
+            {r: metrics.cache_requests.labels(r) for r in ("hit", "miss", "bypass")}
+            if metrics is not None
+            else None
+        )
         if metrics is not None:
             for upstream in self.upstreams:
                 metrics.live.add(upstream.statistics, labels={"upstream": upstream.name})
@@ -173,8 +194,8 @@ class BridgeAdapter:
         cache, outbox = self.settings.cache, self.settings.outbox
         if outbox.enabled:
             log.warning("bridge: the offline outbox is not available in this build; writes fail fast")
-        if cache.enabled:
-            log.info("bridge: the read cache is not available in this build; reads go upstream")
+        if cache.enabled and not self.settings.relay_events:
+            log.info("bridge: the read cache needs relay_events; every read goes upstream")
 
     async def close(self) -> None:
         if self._closed:
@@ -204,6 +225,11 @@ class BridgeAdapter:
         self._sinks.append(sink)
 
     def _deliver(self, upstream: Upstream, change: Change) -> None:
+        # The cache first: once a local trigger has a value, no read here returns an older one.
+        cache = self._live_cache(self.upstreams.index(upstream))
+        if cache is not None:
+            entry = None if change.kind is ChangeKind.DELETED else Entry(change.new_value, change.revision)
+            cache.apply(change.scope, change.key, entry, change.revision)
         for sink in self._sinks:
             try:
                 sink(change)
@@ -225,6 +251,31 @@ class BridgeAdapter:
             raise AdapterError(f"no upstream is configured for scope {scope!r}")
         return self.upstreams[index]
 
+    def _live_cache(self, index: int) -> ReadCache | None:
+        """The upstream's cache if its relay watch is live now; emptied when the live period
+        it was filled in is over (the token names the period)."""
+        cache = self._caches[index]
+        if cache is None:
+            return None
+        up = self.upstreams[index]
+        token = (up.connects_total, up.generation, up.backlog_ends) if up.relay_live else None
+        if token != cache.token:
+            cache.flush(token)
+        return cache if token is not None else None
+
+    def _read_cache(self, scope: str) -> ReadCache | None:
+        index = self._route_index(scope)
+        if index is None or self._caches[index] is None:
+            return None
+        cache = self._live_cache(index)
+        if cache is None:
+            self._count_cache("bypass")
+        return cache
+
+    def _count_cache(self, result: str) -> None:
+        if self._cache_counts is not None:
+            self._cache_counts[result].inc()
+
     async def _call(self, scope: str, args: RequestArgs) -> Any:
         if self._closed:
             raise AdapterUnavailable("the bridge adapter is closed")
@@ -233,16 +284,33 @@ class BridgeAdapter:
     # -- the operations ---------------------------------------------------------------------
 
     async def get(self, scope: str, key: str) -> Entry | None:
+        cache = None if self._closed else self._read_cache(scope)
+        if cache is None:
+            return await self._get(scope, key)
+        hit, entry = cache.lookup(scope, key)
+        if hit:
+            self._count_cache("hit")
+            return entry
+        self._count_cache("miss")
+        ticket = cache.begin_key(scope, key)
+        try:
+            answer = await self._get(scope, key)
+        except BaseException:
+            cache.cancel_key(ticket)
+            raise
+        return cache.finish_get(ticket, answer)
+
+    async def _get(self, scope: str, key: str) -> Entry | None:
         result = await self._call(scope, GetArgs(scope, key))
         return None if result is None else Entry(result["value"], int(result["revision"]))
 
     async def set(self, scope: str, key: str, value: JSON, *, origin: str | None = None) -> WriteResult:
         result = await self._call(scope, SetArgs(scope, key, value, origin or self.engine_id))
-        return self._written(result)
+        return self._written(result, scope, key)
 
     async def delete(self, scope: str, key: str, *, origin: str | None = None) -> WriteResult:
         result = await self._call(scope, DeleteArgs(scope, key, origin or self.engine_id))
-        return self._written(result)
+        return self._written(result, scope, key, deleted=True)
 
     async def update(
         self,
@@ -260,18 +328,46 @@ class BridgeAdapter:
             origin or self.engine_id,
             max_value_bytes=max_value_bytes,
         )
-        return self._written(await self._call(scope, args))
+        return self._written(await self._call(scope, args), scope, key)
 
-    def _written(self, result: Any) -> WriteResult:
+    def _written(self, result: Any, scope: str, key: str, *, deleted: bool = False) -> WriteResult:
         written = _write_result(result)
         self._write_revision = max(self._write_revision, written.revision)
+        index = self._route_index(scope)
+        cache = None if index is None else self._live_cache(index)
+        if cache is not None and written.revision > 0 and not written.errors:
+            # Read-your-writes: the relayed event may come after the caller's next read.
+            entry = None if deleted else Entry(written.new_value, written.revision)
+            cache.apply(scope, key, entry, written.revision)
         return written
 
     async def list(self, scope: str) -> builtins.list[JSON]:
-        result = await self._call(scope, ListArgs(scope))
-        return list(result)
+        cache = None if self._closed else self._read_cache(scope)
+        if cache is None:
+            return list(await self._call(scope, ListArgs(scope)))
+        return [entry.value for _, entry in await self._cached_items(cache, scope)]
 
     async def items(self, scope: str) -> builtins.list[tuple[str, Entry]]:
+        cache = None if self._closed else self._read_cache(scope)
+        if cache is None:
+            return await self._items(scope)
+        return await self._cached_items(cache, scope)
+
+    async def _cached_items(self, cache: ReadCache, scope: str) -> builtins.list[tuple[str, Entry]]:
+        found = cache.lookup_scope(scope)
+        if found is not None:
+            self._count_cache("hit")
+            return found
+        self._count_cache("miss")
+        ticket = cache.begin_scope(scope)
+        try:
+            answer = await self._items(scope)
+        except BaseException:
+            cache.cancel_scope(ticket)
+            raise
+        return cache.finish_items(ticket, answer)
+
+    async def _items(self, scope: str) -> builtins.list[tuple[str, Entry]]:
         result = await self._call(scope, ItemsArgs(scope))
         return [(str(key), Entry(value, int(revision))) for key, value, revision in result]
 
@@ -290,4 +386,6 @@ class BridgeAdapter:
             "bridge_upstreams": len(self.upstreams),
             "bridge_upstreams_connected": sum(1 for u in self.upstreams if u.connected),
             "bridge_events_relayed_total": sum(u.events_relayed_total for u in self.upstreams),
+            "cache_entries": sum(len(c) for c in self._caches if c is not None),
+            "cache_evictions_total": sum(c.evictions_total for c in self._caches if c is not None),
         }
