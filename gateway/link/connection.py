@@ -110,6 +110,7 @@ from gateway.link.states import (
     State,
 )
 from gateway.link.tables import ClientRequests, ServerRequests
+from gateway.link.wire import MAX_U64, check_json
 
 __all__ = ["LinkConnection", "Role", "State"]
 
@@ -158,7 +159,12 @@ class LinkConnection:
         self._clock = clock
 
         self._phase = Phase.START
+        self._state = State.CONNECTING  # self._phase.state, kept here: read on every call
         self._accepts: frozenset[type] = frozenset()
+        # Frame types with a fast path in the current phase: the hot frames of an open link
+        # skip the message dataclass and the dispatch; they fall back to the full decode
+        # (which raises the precise error) on anything unexpected.
+        self._fast: dict[str, Callable[[dict[str, Any]], None]] = {}
         self._decoder = FrameDecoder(PRE_AUTH_MAX_FRAME_SIZE)
         self._send_limit = PRE_AUTH_MAX_FRAME_SIZE
         self._peer_limit = DEFAULT_MAX_FRAME_SIZE  # what the peer advertised in the handshake
@@ -187,7 +193,7 @@ class LinkConnection:
 
     @property
     def state(self) -> State:
-        return self._phase.state
+        return self._state
 
     @property
     def error(self) -> RemoteProtocolError | None:
@@ -263,7 +269,12 @@ class LinkConnection:
                     if self._eof:
                         self._on_eof()
                     break
-                self._handle(decode_message(frame), frame)
+                tag = frame.get("type")
+                fast = self._fast.get(tag) if type(tag) is str else None
+                if fast is not None:
+                    fast(frame)
+                else:
+                    self._handle(decode_message(frame), frame)
             except RemoteProtocolError as exc:
                 self._fail(exc)
                 raise
@@ -319,6 +330,37 @@ class LinkConnection:
                 self._on_auth(msg)
             case AuthOk():
                 self._on_auth_ok(msg)
+
+    # Fast paths (OPEN only): the same checks as the message codecs and ``_handle``, inline.
+
+    def _fast_request(self, frame: dict[str, Any]) -> None:
+        rid, op, args = frame.get("id"), frame.get("op"), frame.get("args", {})
+        if (
+            type(rid) is not int
+            or not 0 <= rid <= MAX_U64
+            or type(op) is not str
+            or len(op) > 64
+            or type(args) is not dict
+        ):
+            self._handle(decode_message(frame), frame)  # raises the precise error
+            return
+        self._on_request(Request(rid, op, args))
+
+    def _fast_response(self, frame: dict[str, Any]) -> None:
+        rid = frame.get("id")
+        if type(rid) is not int or not 0 <= rid <= MAX_U64 or "result" not in frame:
+            self._handle(decode_message(frame), frame)  # raises the precise error
+            return
+        result = frame["result"]
+        check_json(result, "res.result")
+        op = self._pending.answered(rid)
+        if op is not None:
+            self._events.append(ResponseReceived(rid, op, result))
+
+    def _fast_event(self, frame: dict[str, Any]) -> None:
+        msg = WatchEvent.from_wire(frame)
+        if self._pending.watch_live(msg.sub_id):
+            self._events.append(EventReceived(msg))
 
     def _unexpected(self, msg: Message) -> None:
         if self.state is State.HANDSHAKE and type(msg) in POST_AUTH:
@@ -449,7 +491,14 @@ class LinkConnection:
         if old is not new and new not in TRANSITIONS[old]:
             raise LocalProtocolError(f"illegal transition {old.value} -> {new.value}")
         self._phase = phase
+        self._state = new
         self._accepts = ACCEPTS.get((self.role, phase), frozenset())  # looked up once per phase
+        if phase is not Phase.OPEN:
+            self._fast = {}
+        elif self.role is Role.SERVER:
+            self._fast = {Request.TYPE: self._fast_request}
+        else:
+            self._fast = {Response.TYPE: self._fast_response, WatchEvent.TYPE: self._fast_event}
 
     def _closed(self, code: str, reason: str, *, remote: bool) -> None:
         self._set_phase(Phase.CLOSED)

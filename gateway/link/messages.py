@@ -45,6 +45,7 @@ from gateway.errors import (
 )
 from gateway.link.frames import MALFORMED_FRAME, SharedFrame
 from gateway.link.wire import (
+    MAX_U64,
     bad_field,
     bytes_field,
     check_json,
@@ -363,6 +364,34 @@ class WatchEvent:
 
     @classmethod
     def from_wire(cls, frame: Mapping[str, Any]) -> WatchEvent:
+        # The hot frame of a relay: every field checked inline first; anything off goes to
+        # the field-by-field path below, which raises the precise error.
+        get = frame.get
+        sub, scope, key, event_type = get("sub"), get("scope"), get("key"), get("event_type")
+        revision, origin, epoch, ts = get("revision"), get("origin"), get("epoch"), get("ts")
+        if (
+            type(sub) is int
+            and 0 <= sub <= MAX_U64
+            and type(scope) is str
+            and type(key) is str
+            and type(event_type) is str
+            and event_type in _EVENT_TYPES
+            and type(revision) is int
+            and 0 <= revision <= MAX_U64
+            and type(origin) is str
+            and (epoch is None or type(epoch) is str)
+            and (ts is None or (type(ts) is float and math.isfinite(ts)))
+            and "old_value" in frame
+            and "new_value" in frame
+        ):
+            old_value, new_value = frame["old_value"], frame["new_value"]
+            check_json(old_value, "event.old_value")
+            check_json(new_value, "event.new_value")
+            return cls(sub, scope, key, event_type, old_value, new_value, revision, origin, epoch, ts)
+        return cls._from_wire_checked(frame)
+
+    @classmethod
+    def _from_wire_checked(cls, frame: Mapping[str, Any]) -> WatchEvent:
         t = cls.TYPE
         event_type = str_field(frame, t, "event_type", 64)
         if event_type not in _EVENT_TYPES:
