@@ -7,8 +7,10 @@ A central gateway runs as a real process (``python -m gateway serve``, embedded 
 link on); this process is the edge. Rows, each next to its anchor measured in the same run:
 
 - **Bridge set/get, 50 callers**: a ``BridgeAdapter`` (relay on, as deployed) with 50 concurrent
-  unpipelined callers, vs ``redis-benchmark -c 50`` on a redis-server started here. The added
-  latency of one hop is the Bridge's single-caller p50 minus the local kv store's.
+  unpipelined callers, vs ``redis-benchmark -c 50`` on a redis-server started here.
+- **Link set/get**: the same callers on one bare ``LinkClient`` (no Bridge, so no read cache:
+  every get crosses the link). The added latency of one hop is its single-caller get p50 minus
+  the local kv store's (the Bridge's own get may be served from its cache).
 - **Link pipelined**: 4 links x 256 requests in flight (``get``), vs ``redis-benchmark -P 16``.
 - **Relay**: a writer process floods the central; events/s arriving at the edge's change sinks
   (what feeds local triggers). Then the writer paces 1,000 writes/s with its send time in the
@@ -125,6 +127,19 @@ async def bench_bridge(central: FedGateway, key: KeyFile, ops: int) -> dict[str,
         rows["bridge get x1"] = await _callers(
             min(ops, 5000), 1, lambda i: bridge.get("bench", str(i % 1000))
         )
+        link = await _client(central.link_port, key, central, "bench-link")
+        try:
+            rows["link set x50"] = await _callers(
+                ops, CALLERS, lambda i: link.request(SetArgs("bench", str(i % 1000), VALUE))
+            )
+            rows["link get x50"] = await _callers(
+                ops, CALLERS, lambda i: link.request(GetArgs("bench", str(i % 1000)))
+            )
+            rows["link get x1"] = await _callers(
+                min(ops, 5000), 1, lambda i: link.request(GetArgs("bench", str(i % 1000)))
+            )
+        finally:
+            await link.aclose()
         await local.set("bench", "k", VALUE)
         rows["local kv get x1"] = await _callers(min(ops, 5000), 1, lambda i: local.get("bench", "k"))
     finally:
@@ -308,7 +323,7 @@ async def run(ops: int, edges: int) -> None:
         print(f"{'redis-benchmark -c50 get':<24}{anchor['get']:>12,.0f}{anchor['get_p50_us']:>10.0f}")
         print(f"{'redis-benchmark -P16 get':<24}{anchor_p16['get']:>12,.0f}")
     print(f"{'link pipelined get':<24}{piped['ops_s']:>12,.0f}")
-    hop = rows["bridge get x1"]["p50_us"] - rows["local kv get x1"]["p50_us"]
+    hop = rows["link get x1"]["p50_us"] - rows["local kv get x1"]["p50_us"]
     print(f"added p50 per hop: {hop:.0f} us")
     print(f"relay: {relay['events_s']:,.0f} events/s; at 1k/s commit->sink p50 {relay['p50_ms']:.2f} ms, "
           f"p99 {relay['p99_ms']:.2f} ms")  # fmt: skip
@@ -319,6 +334,15 @@ async def run(ops: int, edges: int) -> None:
             "link",
             f"bridge {op} x{CALLERS}",
             rows[f"bridge {op} x50"]["ops_s"],
+            "ops/s",
+            anchor=f"redis-benchmark -c{CALLERS} {op}" if anchor else None,
+            anchor_value=anchor.get(op),
+            target_ratio=0.5,
+        )
+        result(
+            "link",
+            f"link {op} x{CALLERS}",
+            rows[f"link {op} x50"]["ops_s"],
             "ops/s",
             anchor=f"redis-benchmark -c{CALLERS} {op}" if anchor else None,
             anchor_value=anchor.get(op),

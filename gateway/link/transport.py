@@ -81,6 +81,9 @@ class LinkProtocol(asyncio.Protocol):
 
     def __init__(self, *, metrics: Metrics | None = None, close_timeout: float = 5.0) -> None:
         self._metrics = metrics
+        # The byte counters' children, looked up once (labels() costs more than a small frame).
+        self._bytes_in = metrics.link_bytes.labels("in") if metrics is not None else None
+        self._bytes_out = metrics.link_bytes.labels("out") if metrics is not None else None
         self.close_timeout = close_timeout
         self.conn: LinkConnection | None = None
         self.transport: asyncio.Transport | None = None
@@ -140,8 +143,8 @@ class LinkProtocol(asyncio.Protocol):
         if conn is None or self._shutting:
             return
         self.bytes_in += len(data)
-        if self._metrics is not None:
-            self._metrics.link_bytes.labels("in").inc(len(data))
+        if self._bytes_in is not None:
+            self._bytes_in.inc(len(data))
         conn.receive_data(data)
         self._after_input()
 
@@ -280,8 +283,8 @@ class LinkProtocol(asyncio.Protocol):
         data = conn.data_to_send()
         if data:
             self.bytes_out += len(data)
-            if self._metrics is not None:
-                self._metrics.link_bytes.labels("out").inc(len(data))
+            if self._bytes_out is not None:
+                self._bytes_out.inc(len(data))
             transport.write(data)
 
     def outbound_bytes(self) -> int:
