@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from adapters.kv.journal import Journal, JournalTuning, new_epoch
+from adapters.kv.loghistory import read_log_changes
 from adapters.kv.records import decode_value, encode_delete, encode_put, encode_value
 from adapters.kv.table import KvTable
 from gateway.config.settings import KvSettings
@@ -105,6 +106,8 @@ class KvAdapter:
     #: six times slower than a snapshotted key loads, so that is when the next start gains more
     #: than this close spends.
     close_compact_min_bytes: int = 64 * 1024
+    #: A resume reaching further back than this many changes resyncs instead of reading the log.
+    log_history_max_changes: int = 1_000_000
 
     def __init__(self, settings: KvSettings, *, engine_id: str, metrics: Metrics | None = None) -> None:
         self.settings = settings
@@ -327,10 +330,24 @@ class KvAdapter:
         """The changes after ``revision``, oldest first, or None when history does not reach back.
 
         The history is an in-memory ring of the last ``history_size`` changes of this process
-        (it starts empty at each start). A watcher that gets None must resync from a snapshot.
+        (it starts empty at each start); for a durable store, older revisions are read back from
+        the log segments (:mod:`adapters.kv.loghistory`: exact revisions and new values, old
+        values and kinds as far as the range read shows them), so the history reaches back to
+        the last compaction. A watcher that gets None must resync from a snapshot.
         """
-        if revision > self._published or revision < self._history_floor:
+        if revision > self._published:
             return None
+        if revision < self._history_floor:
+            if self._journal is None:
+                return None
+            older = read_log_changes(
+                self._journal.directory,
+                revision,
+                self._history_floor,
+                max_changes=self.log_history_max_changes,
+            )
+            newer = self.changes_since(self._history_floor)
+            return None if older is None or newer is None else older + newer
         history = self._history
         if history is None:
             return [] if revision == self._published else None

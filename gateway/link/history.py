@@ -18,8 +18,10 @@ listeners (the link server then ends every watch with ``HISTORY_GONE``):
 - a **gap** in a store whose revisions are contiguous (kv, Redis): a Redis stream trimmed under
   a slow reader; the changes in the gap were never seen here, so nobody may resume across it.
 
-The ring starts empty at ``start`` (floor = last = the store's revision then): history is
-per process, so an upstream restart turns an older resume point into ``HISTORY_GONE``.
+The ring starts empty at ``start`` (floor = last = the store's revision then). Older
+revisions are asked of the store (``older``: the kv store reads them back from its log, so a
+resume across an upstream restart replays every change instead of resyncing); a store that
+keeps no history of its own (Redis, a Bridge) turns an older resume point into ``HISTORY_GONE``.
 
 **No epoch yet.** A store may have no epoch at ``start`` (a Bridge whose upstream is not
 linked yet: a region started before its central). Such a history admits no watcher
@@ -61,6 +63,7 @@ class ChangeHistory:
         contiguous: the store's revisions have no holes (kv, Redis), so a hole is a loss.
         position_of: the store's current (epoch, revision), asked only while the history has
             no epoch (see "No epoch yet" in the module docstring).
+        older: the store's own ``changes_since`` (kv), asked for revisions before the ring.
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class ChangeHistory:
         max_changes: int = DEFAULT_HISTORY_SIZE,
         contiguous: bool = True,
         position_of: Callable[[], tuple[str, int]] | None = None,
+        older: Callable[[int], list[Change] | None] | None = None,
     ) -> None:
         if max_changes < 1:
             raise ValueError("max_changes must be positive")
@@ -77,6 +81,7 @@ class ChangeHistory:
         self.max_changes = max_changes
         self.contiguous = contiguous
         self._position_of = position_of
+        self._older = older
         self.epoch = ""
         self.floor = 0  # every change with floor < revision <= last is in the ring
         self.last = 0
@@ -185,9 +190,12 @@ class ChangeHistory:
         return change
 
     def since(self, revision: int) -> list[Change] | None:
-        """The changes after ``revision``, oldest first; None when the ring does not reach back."""
-        if revision < self.floor or revision > self.last:
+        """The changes after ``revision``, oldest first; None when neither the ring nor the
+        store's own history (``older``) reaches back."""
+        if revision > self.last:
             return None
+        if revision < self.floor:
+            return self._since_older(revision)
         lo, hi = 0, self._count
         while lo < hi:  # first index whose revision > revision
             mid = (lo + hi) // 2
@@ -196,6 +204,20 @@ class ChangeHistory:
             else:
                 hi = mid
         return [self._at(i) for i in range(lo, self._count)]
+
+    def _since_older(self, revision: int) -> list[Change] | None:
+        """The store's history up to the floor, then the ring; only while this history has
+        followed the store without a reset, and only if the store's part ends at the floor."""
+        if self._older is None or self.resets_total or not self.contiguous:
+            return None
+        found = self._older(revision)
+        if found is None:
+            return None
+        older = [change for change in found if change.revision <= self.floor]
+        if not older or older[-1].revision != self.floor:
+            return None
+        ring = self.since(self.floor)
+        return None if ring is None else older + ring
 
     def covers(self, revision: int) -> bool:
         """True when a watcher may resume from ``revision``."""

@@ -144,7 +144,9 @@ async def test_link_cut_resumes_from_the_last_revision_without_gap_or_duplicate(
 
 
 async def test_history_gone_resyncs_with_a_catch_up_at_one_revision(fed: Federation) -> None:
-    up = await fed.upstream(history_size=5)
+    # the link's ring and the kv store's own history (which the ring falls back to) both hold 5
+    store = KvAdapter(KvSettings(store_method="in_memory", history_size=5), engine_id="central")
+    up = await fed.upstream(history_size=5, adapter=store)
     proxy = await fed.proxy(up)
     via = Endpoint("tcp", "127.0.0.1", proxy.port)
     bridge, log, metrics = await fed.bridge([("central", [via], up.public, ["*"])])

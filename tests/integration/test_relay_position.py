@@ -2,7 +2,8 @@
 
 A real upstream (kv behind the link listener) and a Bridge with a position directory: what is
 written upstream while the edge is down reaches the restarted edge's sinks, each revision once,
-repeated writes to one key included; a damaged position file is ignored, never trusted.
+repeated writes to one key included, even when the central restarted meanwhile (its history
+is read back from its log); a damaged position file is ignored, never trusted.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ import pytest
 
 from adapters.bridge import BridgeAdapter
 from adapters.bridge.position import RelayPosition
+from adapters.kv.store import KvAdapter
+from gateway.config.settings import KvSettings
 from tests.helpers.federation import (
     ChangeLog,
     InProcessUpstream,
+    KeyFile,
     Peer,
     bridge_settings,
     fast_backoff,
@@ -93,3 +97,48 @@ async def test_a_damaged_position_file_is_ignored(tmp_path: Path) -> None:
     position.close()
     assert RelayPosition(path).load() == ("e2", 7)
     assert not path.with_name(path.name + ".tmp").exists()
+
+
+async def test_resume_across_a_central_restart_replays_repeated_writes_from_its_log(tmp_path: Path) -> None:
+    def durable_central(key: KeyFile | None = None) -> InProcessUpstream:
+        store = KvAdapter(
+            KvSettings(store_method="file_based", file_path=str(tmp_path / "store"), fsync="always"),
+            engine_id="central",
+        )
+        return InProcessUpstream(tmp_path / "central", [Peer("edge", edge_key)], adapter=store, key=key)
+
+    edge_key = write_key(tmp_path / "keys", "edge")
+    central = durable_central()
+    await central.start()
+    port = central.port
+    route = ("central", [central.endpoint()], central.public, ["*"])
+
+    async def start_edge() -> tuple[BridgeAdapter, ChangeLog]:
+        bridge = BridgeAdapter(
+            bridge_settings(edge_key, [route]),
+            engine_id="edge",
+            backoff=fast_backoff,
+            position_dir=str(tmp_path / "e"),
+        )
+        log = ChangeLog()
+        bridge.subscribe(log)
+        await bridge.start()
+        return bridge, log
+
+    bridge, log = await start_edge()
+    try:
+        assert central.adapter is not None
+        first = (await central.adapter.set("s", "k", 0)).revision
+        await log.wait_count(1)
+        await bridge.close()
+        repeated = [(await central.adapter.set("s", "k", i)).revision for i in range(1, 5)]
+        await central.stop()  # the central restarts: its in-memory history starts empty
+        central = durable_central(central.key)
+        await central.start(port=port)
+        bridge, log = await start_edge()
+        changes = await log.wait_count(4)
+        assert [(c.revision, c.new_value) for c in changes] == list(zip(repeated, [1, 2, 3, 4], strict=True))
+        assert first < repeated[0] and bridge.upstreams[0].resyncs_total == 0
+    finally:
+        await bridge.close()
+        await central.stop()

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from adapters.kv.loghistory import LOG_ORIGIN
 from adapters.kv.store import KvAdapter
 from gateway.config.settings import KvSettings
 from gateway.errors import InputError, StorageError
@@ -127,16 +128,30 @@ async def test_changes_since_serves_the_ring_and_says_when_it_cannot() -> None:
     await adapter.close()
 
 
-async def test_changes_since_after_restart_starts_at_the_replayed_revision(tmp_path: Path) -> None:
+async def test_changes_since_after_restart_reads_the_log_until_compaction(tmp_path: Path) -> None:
     adapter = await opened(file_settings(tmp_path))
     await adapter.set("s", "a", 1)
-    await adapter.set("s", "b", 2)
+    await adapter.set("s", "a", 2)
+    await adapter.delete("s", "a")
+    await adapter.set("s", "a", 3)
     await adapter.close()
     again = await opened(file_settings(tmp_path))
-    assert again.changes_since(1) is None  # this process never saw revision 2
-    assert again.changes_since(2) == []
-    await again.set("s", "c", 3)
-    assert [c.key for c in again.changes_since(2) or []] == ["c"]
+    assert again.changes_since(2) is not None
+    await again.set("s", "c", 9)  # revision 5, in this process's ring
+    changes = again.changes_since(0)  # revisions 1..4 come from the log on disk
+    assert changes is not None
+    assert [(c.revision, c.kind, c.old_value, c.new_value) for c in changes] == [
+        (1, ChangeKind.UPDATED, None, 1),  # the first record of a key: kind and old value unknown
+        (2, ChangeKind.UPDATED, 1, 2),
+        (3, ChangeKind.DELETED, 2, None),
+        (4, ChangeKind.CREATED, None, 3),
+        (5, ChangeKind.CREATED, None, 9),
+    ]
+    assert [c.origin for c in changes] == [LOG_ORIGIN] * 4 + ["unit"]
+    assert [c.revision for c in again.changes_since(3) or []] == [4, 5]
+    await again.snapshot()  # compaction removes the segments: that history is gone
+    assert again.changes_since(0) is None
+    assert [c.revision for c in again.changes_since(4) or []] == [5]
     await again.close()
 
 
