@@ -15,7 +15,10 @@ Semantics of the ops served, so a Bridge gets exactly what a local call would re
 - ``list_groups`` only names scopes the peer may read;
 - ``snapshot`` reads every scope matching the patterns *at one revision* ``R`` (below), items
   in revision order, optionally only those written after a given revision;
-- ``info`` reports the change history's position, the one a watch can resume from.
+- ``info`` reports the change history's position, the one a watch can resume from;
+- a write carrying an idempotency key (``idem``, sent by an edge's outbox replay) is applied
+  at most once per key within the window of :mod:`gateway.idempotency`; a repeat gets the
+  first result.
 
 **Snapshot at one revision.** Reading many scopes is not atomic on every backend (Redis), so
 the snapshot is made consistent with the history instead of a lock: note the history position
@@ -30,6 +33,7 @@ flood of writes), the snapshot is retried, a bounded number of times.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import ssl
@@ -38,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from gateway.config.settings import LinkSettings
 from gateway.errors import AdapterTimeout, AdapterUnavailable, ConfigError, GatewayError, InputError
+from gateway.idempotency import IdempotencyTable
 from gateway.link.acl import Action, glob_match, load_authorized_peers
 from gateway.link.auth import load_private_key
 from gateway.link.history import DEFAULT_HISTORY_SIZE, ChangeHistory
@@ -93,6 +98,7 @@ class StateLinkHandler:
         self.history = history
         self._metrics = metrics
         self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self.idempotency = IdempotencyTable()
 
     async def __call__(self, peer: PeerInfo, args: RequestArgs) -> Any:
         if self._metrics is None:
@@ -118,6 +124,9 @@ class StateLinkHandler:
         children[1].observe(seconds)
 
     async def _dispatch(self, peer: PeerInfo, args: RequestArgs) -> Any:
+        if isinstance(args, (SetArgs, DeleteArgs, UpdateArgs)) and args.idem is not None:
+            once = dataclasses.replace(args, idem=None)
+            return await self.idempotency.run(peer.peer_id, args.idem, lambda: self._dispatch(peer, once))
         a = self.adapter
         match args:
             case GetArgs(scope=scope, key=key):
@@ -297,7 +306,7 @@ def build_link_service(
         max_changes=history_size,
         contiguous=adapter.name in _CONTIGUOUS_ADAPTERS,
         position_of=lambda: (adapter.info().epoch, adapter.info().revision),
-        older=getattr(adapter, "changes_since", None),  # the kv store's log
+        older=None,
     )
     handler = StateLinkHandler(adapter, history, metrics=metrics)
     server = LinkServer(

@@ -35,8 +35,18 @@ indistinguishable from a missing key (``reference/iii-state-semantics.md`` 4.3).
   given. Our own writes' results are applied too (read-your-writes). ``update`` and the
   compare-and-set checks it carries run upstream, never against the cache.
 
-Not implemented in this build (the settings are accepted): the offline outbox (with the
-upstream unreachable, writes fail fast).
+- **Offline outbox** (``outbox.enabled``, :mod:`adapters.bridge.outbox`): with no live link
+  to a scope's upstream, ``set``/``delete``/``update`` are appended to a durable local queue
+  (fsynced) and answered at once with ``queued`` (revision 0, values unknown); with the queue
+  at its limits they fail with ``OUTBOX_FULL``. No local event fires for a queued write until
+  it reached the upstream and its event came back. While anything is queued, new writes queue
+  behind it, so writes reach the upstream in the order they were made here. One task replays
+  the queue, oldest first, as soon as the head's upstream is linked, each write with its
+  idempotency key (a crash mid-replay repeats a request, never a write; see
+  :mod:`gateway.idempotency` for the upstream's window). The upstream stays the source of
+  truth: replayed writes apply there in order, last writer wins. A replayed write the upstream
+  refuses (forbidden, too large) is logged and dropped. Reads never use the queue: offline
+  they fail with ``UPSTREAM_UNAVAILABLE``.
 
 **Epoch and revision** (``info()``), what a gateway chained below this one resumes against:
 with one upstream, the upstream's epoch plus our resync count, and the last relayed revision
@@ -55,10 +65,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapters.bridge.cache import ReadCache
+from adapters.bridge.outbox import Outbox, QueuedWrite
 from adapters.bridge.position import RelayPosition
 from adapters.bridge.upstream import Upstream
 from gateway.config.settings import BridgeSettings
-from gateway.errors import AdapterError, AdapterUnavailable, ConfigError
+from gateway.errors import AdapterError, AdapterTimeout, AdapterUnavailable, ConfigError, GatewayError
 from gateway.link.auth import load_private_key
 from gateway.link.backoff import Backoff
 from gateway.link.requests import (
@@ -163,6 +174,15 @@ class BridgeAdapter:
             if metrics is not None
             else None
         )
+        box = settings.outbox
+        self._outbox = (
+            Outbox(box.path, max_entries=box.max_entries, max_bytes=box.max_bytes, engine_id=engine_id)
+            if box.enabled
+            else None
+        )
+        self._outbox_wake = asyncio.Event()
+        self._replayer: asyncio.Task[None] | None = None
+        self.outbox_rejected_total = 0
         if metrics is not None:
             for upstream in self.upstreams:
                 metrics.live.add(upstream.statistics, labels={"upstream": upstream.name})
@@ -180,6 +200,11 @@ class BridgeAdapter:
         if self._started:
             raise AdapterError("bridge adapter: start() called twice")
         self._started = True
+        if self._outbox is not None:
+            self._outbox.open()
+            if self._outbox.pending:
+                log.info("bridge: %d queued writes to replay from the outbox", len(self._outbox))
+            self._replayer = asyncio.create_task(self._replay(), name="bridge-outbox-replay")
         for upstream in self.upstreams:
             upstream.start()
         waits = [asyncio.ensure_future(u.wait_ready()) for u in self.upstreams]
@@ -191,9 +216,7 @@ class BridgeAdapter:
         down = [u.name for u in self.upstreams if not u.connected]
         if down:
             log.warning("bridge: starting without upstream(s) %s; still trying", ", ".join(down))
-        cache, outbox = self.settings.cache, self.settings.outbox
-        if outbox.enabled:
-            log.warning("bridge: the offline outbox is not available in this build; writes fail fast")
+        cache = self.settings.cache
         if cache.enabled and not self.settings.relay_events:
             log.info("bridge: the read cache needs relay_events; every read goes upstream")
 
@@ -201,7 +224,13 @@ class BridgeAdapter:
         if self._closed:
             return
         self._closed = True
+        replayer, self._replayer = self._replayer, None
+        if replayer is not None:
+            replayer.cancel()
+            await asyncio.wait([replayer])
         await asyncio.gather(*(u.close() for u in self.upstreams))
+        if self._outbox is not None:
+            self._outbox.close()
 
     def ready(self) -> bool:
         return not self._closed and self._started and all(u.connected for u in self.upstreams)
@@ -305,10 +334,16 @@ class BridgeAdapter:
         return None if result is None else Entry(result["value"], int(result["revision"]))
 
     async def set(self, scope: str, key: str, value: JSON, *, origin: str | None = None) -> WriteResult:
+        queued = self._queue_if_offline("set", scope, key, [value, origin], value)
+        if queued is not None:
+            return queued
         result = await self._call(scope, SetArgs(scope, key, value, origin or self.engine_id))
         return self._written(result, scope, key)
 
     async def delete(self, scope: str, key: str, *, origin: str | None = None) -> WriteResult:
+        queued = self._queue_if_offline("delete", scope, key, [None, origin], None)
+        if queued is not None:
+            return queued
         result = await self._call(scope, DeleteArgs(scope, key, origin or self.engine_id))
         return self._written(result, scope, key, deleted=True)
 
@@ -321,13 +356,12 @@ class BridgeAdapter:
         max_value_bytes: int | None = None,
         origin: str | None = None,
     ) -> WriteResult:
-        args = UpdateArgs(
-            scope,
-            key,
-            tuple(op.to_json() for op in ops),
-            origin or self.engine_id,
-            max_value_bytes=max_value_bytes,
-        )
+        wire_ops = tuple(op.to_json() for op in ops)
+        payload = [[list(wire_ops), max_value_bytes], origin]
+        queued = self._queue_if_offline("update", scope, key, payload, None)
+        if queued is not None:
+            return queued
+        args = UpdateArgs(scope, key, wire_ops, origin or self.engine_id, max_value_bytes=max_value_bytes)
         return self._written(await self._call(scope, args), scope, key)
 
     def _written(self, result: Any, scope: str, key: str, *, deleted: bool = False) -> WriteResult:
@@ -340,6 +374,72 @@ class BridgeAdapter:
             entry = None if deleted else Entry(written.new_value, written.revision)
             cache.apply(scope, key, entry, written.revision)
         return written
+
+    # -- the offline outbox -----------------------------------------------------------------
+
+    def _queue_if_offline(
+        self, op: str, scope: str, key: str, payload: builtins.list[Any], new_value: JSON
+    ) -> WriteResult | None:
+        """Queue the write if the outbox is on and the scope's upstream has no link (or older
+        writes are still queued: order is kept); None means: send it now."""
+        box = self._outbox
+        if box is None or self._closed:
+            return None
+        if not box.pending and self.route(scope).connected:
+            return None
+        box.append(op, scope, key, payload)
+        self._outbox_wake.set()
+        return WriteResult(False, None, new_value, 0, queued=True)
+
+    def _replay_args(self, write: QueuedWrite) -> RequestArgs:
+        payload, origin = write.payload
+        origin = origin or self.engine_id
+        if write.op == "set":
+            return SetArgs(write.scope, write.key, payload, origin, idem=write.idem)
+        if write.op == "delete":
+            return DeleteArgs(write.scope, write.key, origin, idem=write.idem)
+        ops, limit = payload
+        return UpdateArgs(write.scope, write.key, tuple(ops), origin, idem=write.idem, max_value_bytes=limit)
+
+    async def _replay(self) -> None:
+        """Send queued writes oldest first, one at a time, as soon as their upstream is linked."""
+        box = self._outbox
+        assert box is not None
+        retry = Backoff(initial=0.05, maximum=2.0)
+        while True:
+            if not box.pending:
+                self._outbox_wake.clear()
+                await self._outbox_wake.wait()
+                continue
+            head = box.pending[0]
+            try:
+                upstream = self.route(head.scope)
+            except AdapterError as exc:  # the routes changed since it was queued
+                self._drop(head, exc)
+                continue
+            if not upstream.writable:
+                await upstream.wait_writable()
+                continue
+            try:
+                result = await upstream.call(self._replay_args(head))
+            except (AdapterUnavailable, AdapterTimeout):
+                await asyncio.sleep(retry.next_delay())  # link lost meanwhile: same write again
+                continue
+            except GatewayError as exc:
+                self._drop(head, exc)
+                continue
+            retry.reset()
+            box.ack_first()
+            self._written(result, head.scope, head.key, deleted=head.op == "delete")
+
+    def _drop(self, write: QueuedWrite, exc: GatewayError) -> None:
+        assert self._outbox is not None
+        self.outbox_rejected_total += 1
+        log.error(
+            "bridge: queued %s of %r/%r (queued at %.3f) refused upstream, dropped: %s",
+            write.op, write.scope, write.key, write.queued_at, exc.message,
+        )  # fmt: skip
+        self._outbox.ack_first()
 
     async def list(self, scope: str) -> builtins.list[JSON]:
         cache = None if self._closed else self._read_cache(scope)
@@ -388,4 +488,16 @@ class BridgeAdapter:
             "bridge_events_relayed_total": sum(u.events_relayed_total for u in self.upstreams),
             "cache_entries": sum(len(c) for c in self._caches if c is not None),
             "cache_evictions_total": sum(c.evictions_total for c in self._caches if c is not None),
+            **self._outbox_statistics(),
+        }
+
+    def _outbox_statistics(self) -> dict[str, float]:
+        box = self._outbox
+        if box is None:
+            return {}
+        return {
+            "outbox_entries": len(box),
+            "outbox_bytes": box.bytes,
+            "outbox_oldest_age_seconds": box.oldest_age(),
+            "outbox_replayed_total": box.replayed_total,
         }

@@ -41,7 +41,7 @@ from typing import Any, Final
 
 import msgpack
 
-from gateway.errors import CorruptDataError, GatewayError
+from gateway.errors import AdapterUnavailable, CorruptDataError
 
 __all__ = ["Outbox", "OutboxFull", "QueuedWrite", "decode_records", "encode_ack", "encode_write"]
 
@@ -52,8 +52,9 @@ _ACK: Final = 2
 OPS: Final = frozenset({"set", "delete", "update"})
 
 
-class OutboxFull(GatewayError):
-    """The outbox is at its entry or byte limit: the write is refused, nothing is queued."""
+class OutboxFull(AdapterUnavailable):
+    """The upstream is unreachable and the outbox is at its entry or byte limit: the write is
+    refused, nothing is queued (an ``UPSTREAM_UNAVAILABLE`` with its own code)."""
 
     code = "OUTBOX_FULL"
 

@@ -205,6 +205,22 @@ class Upstream:
     def relay_live(self) -> bool:
         return self._relay_live.is_set()
 
+    @property
+    def writable(self) -> bool:
+        """Linked and, when relaying, the watch caught up (or refused): the Bridge's outbox
+        replays only then, so the events of replayed writes come back to the edge."""
+        return self.connected and (not self.relay or self.relay_live or self.relay_error is not None)
+
+    async def wait_writable(self) -> None:
+        """Until :attr:`writable`, or at most ``timeout`` once linked (the caller re-checks)."""
+        await self._connected.wait()
+        if self.relay:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await self._relay_live.wait()
+            except TimeoutError:
+                pass
+
     # -- connecting -------------------------------------------------------------------------
 
     def _tls_for(self, endpoint: Endpoint) -> tuple[ssl.SSLContext | None, str | None]:

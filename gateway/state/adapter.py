@@ -57,6 +57,8 @@ class WriteResult:
 
     ``existed`` tells a missing key from a stored JSON null (``old_value`` is None for both).
     ``errors`` holds the per-op failures of an ``update`` (the call still succeeds).
+    ``queued``: not applied yet but durably queued for the upstream (a Bridge's offline
+    outbox); ``revision`` is then 0 and the values are not known.
     """
 
     existed: bool
@@ -64,6 +66,7 @@ class WriteResult:
     new_value: JSON
     revision: int
     errors: tuple[OpError, ...] = ()
+    queued: bool = False
 
 
 @dataclass(frozen=True, slots=True)

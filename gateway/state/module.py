@@ -211,8 +211,11 @@ class StateModule:
 
 
 def _write_result(result: WriteResult) -> dict[str, Any]:
-    return {
+    body = {
         "old_value": result.old_value if result.existed else None,
         "new_value": result.new_value,
         "revision": result.revision,
     }
+    if result.queued:  # a Bridge's offline outbox holds it until the upstream is back
+        body["queued"] = True
+    return body
