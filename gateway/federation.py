@@ -306,7 +306,7 @@ def build_link_service(
         max_changes=history_size,
         contiguous=adapter.name in _CONTIGUOUS_ADAPTERS,
         position_of=lambda: (adapter.info().epoch, adapter.info().revision),
-        older=None,
+        older=getattr(adapter, "changes_since", None),  # the kv store's log
     )
     handler = StateLinkHandler(adapter, history, metrics=metrics)
     server = LinkServer(
