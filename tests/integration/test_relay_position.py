@@ -24,6 +24,7 @@ from tests.helpers.federation import (
     KeyFile,
     Peer,
     bridge_settings,
+    eventually,
     fast_backoff,
     write_key,
 )
@@ -142,3 +143,24 @@ async def test_resume_across_a_central_restart_replays_repeated_writes_from_its_
     finally:
         await bridge.close()
         await central.stop()
+
+
+async def test_after_a_crash_the_changes_since_the_last_write_repeat_once_in_order(edge: Edge) -> None:
+    store = edge.central.adapter
+    assert store is not None
+    _, log = await edge.start()
+    path = edge.data / "relay-central.json"
+    written = (await store.set("s", "k", 0)).revision
+    await log.wait_count(1)
+    await eventually(
+        lambda: path.exists() and json.loads(path.read_text())["revision"] == written, what="the timed write"
+    )
+    crashed_at = path.read_bytes()  # what a crash right now would leave on disk
+    later = [(await store.set("s", "k", i)).revision for i in range(1, 4)]
+    await log.wait_count(4)
+    await edge.stop()
+    path.write_bytes(crashed_at)  # the file lags the deliveries, as after a SIGKILL
+    _, log = await edge.start()
+    newest = (await store.set("s", "k", 9)).revision
+    changes = await log.wait_count(4)
+    assert [c.revision for c in changes] == [*later, newest]  # repeated once, in order, none skipped
