@@ -13,7 +13,9 @@ matters when an edge crashes mid-replay *and* the upstream restarts or takes 100
 idempotent writes before the edge comes back.
 
 **Concurrency.** A repeat arriving while the first is still running (the edge reconnected
-and replayed before the first answer) waits for the first and gets its result.
+and replayed before the first answer) waits for the first and gets its result. Writes run in
+tasks owned by this table (in ``_running`` until they end; each is bounded by the adapter's
+own timeouts), so a request cancelled by a lost link does not cut its write short.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ class IdempotencyTable:
 
     async def run(self, peer: str, key: str, write: Callable[[], Awaitable[Any]]) -> Any:
         """``write()``'s result, running it only if this (peer, key) was not seen before.
+
+        The write runs in a task of this table's own, shielded from the request: a link lost
+        mid-write cancels the request, not the write, and its result is still remembered
+        (otherwise a store write that went through would be applied again by the replay).
         A write that failed is not remembered: its repeat runs again."""
         slot = (peer, key)
         if slot in self._done:
@@ -52,22 +58,15 @@ class IdempotencyTable:
         if running is not None:
             self.repeats_total += 1
             return await asyncio.shield(running)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._running[slot] = future
-        try:
-            result = await write()
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters re-raise it, nobody else must
-            raise
-        else:
-            future.set_result(result)
-            self._done[slot] = result
-            while len(self._done) > self.capacity:
-                self._done.popitem(last=False)
-            return result
-        finally:
-            del self._running[slot]
+        task: asyncio.Future[Any] = asyncio.ensure_future(write())
+        self._running[slot] = task
+        task.add_done_callback(lambda done: self._finished(slot, done))
+        return await asyncio.shield(task)
+
+    def _finished(self, slot: tuple[str, str], task: asyncio.Future[Any]) -> None:
+        del self._running[slot]
+        if task.cancelled() or task.exception() is not None:
+            return
+        self._done[slot] = task.result()
+        while len(self._done) > self.capacity:
+            self._done.popitem(last=False)
