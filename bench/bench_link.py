@@ -18,6 +18,10 @@ link on); this process is the edge. Rows, each next to its anchor measured in th
 - **Fan-out**: ``--edges`` links each watching ``*`` on the central; one write; the time until
   every link has the event (measured at the last arrival in this process).
 
+``--codec`` instead measures the sans-IO link alone, in this process, in CPU time (so a busy
+shared machine moves it far less than the socket rows): microseconds per message for each end
+of a get, a set and a watch event (the event sent to 100 watches of one change).
+
 Numbers, not pass/fail. DESIGN section 8 targets: pipelined >= 100k ops/s; Bridge 50 callers
 >= 0.5x redis-benchmark -c 50 and <= 250 us added p50 per hop; relay >= 50k events/s and p99
 <= 5 ms at 1k events/s; 1,000 links, one event to all <= 50 ms.
@@ -45,10 +49,12 @@ from bench.summary import result
 from gateway.config.settings import Endpoint, KvSettings
 from gateway.link import GetArgs, SetArgs, WatchArgs, load_private_key, parse_public_key
 from gateway.link.client import LinkClient, connect
+from gateway.link.events import RequestReceived
 from gateway.link.messages import WatchEvent
-from gateway.state.adapter import Change
+from gateway.state.adapter import Change, ChangeKind
 from tests.helpers.federation import KeyFile, Peer, bridge_settings, write_key
 from tests.helpers.gateway_procs import FedGateway
+from tests.helpers.link_pair import LinkPair, drain
 from tests.integration.redis_server import RedisServer
 
 CALLERS = 50
@@ -379,12 +385,78 @@ async def run(ops: int, edges: int) -> None:
     result("link", f"fan-out to {edges} links", fan["median_ms"], "ms", target_max=50)
 
 
+def _codec_requests(rows: dict[str, float], op: str, make: Any, result_value: Any, n: int) -> None:
+    pair = LinkPair(server_kwargs={"max_open_requests": n + 1})
+    pair.handshake()
+    client, server = pair.client, pair.server
+    t0 = time.process_time()
+    for i in range(n):
+        client.send_request(make(i))
+    data = client.data_to_send()
+    t1 = time.process_time()
+    server.receive_data(data)
+    for event in drain(server):
+        assert isinstance(event, RequestReceived)
+        server.send_response(event.request_id, result_value)
+    data = server.data_to_send()
+    t2 = time.process_time()
+    client.receive_data(data)
+    drain(client)
+    t3 = time.process_time()
+    for name, spent in (
+        ("client send", t1 - t0),
+        ("server receive+answer", t2 - t1),
+        ("client receive", t3 - t2),
+    ):
+        key = f"{op} {name}"
+        rows[key] = min(rows.get(key, float("inf")), spent / n * 1e6)
+
+
+def _codec_events(rows: dict[str, float], n: int, watches: int = 100) -> None:
+    pair = LinkPair()
+    pair.handshake()
+    client, server = pair.client, pair.server
+    subs = [client.send_request(WatchArgs(("*",))) for _ in range(watches)]
+    server.receive_data(client.data_to_send())
+    drain(server)
+    change = Change("bench", "k", ChangeKind.UPDATED, VALUE, VALUE, 1, "bench")
+    changes = max(1, n // watches)
+    t0 = time.process_time()
+    for _ in range(changes):
+        shared = WatchEvent.shared_frame(change, published_at=1.0)
+        for sub in subs:
+            server.send_shared_event(sub, shared)
+    data = server.data_to_send()
+    t1 = time.process_time()
+    client.receive_data(data)
+    drain(client)
+    t2 = time.process_time()
+    for name, spent in (("event server send, per watch", t1 - t0), ("event client receive", t2 - t1)):
+        rows[name] = min(rows.get(name, float("inf")), spent / (changes * watches) * 1e6)
+
+
+def run_codec(n: int, repeats: int = 5) -> None:
+    """CPU microseconds per message of the sans-IO link (best of ``repeats``)."""
+    written = {"existed": True, "old_value": VALUE, "new_value": VALUE, "revision": 2, "errors": []}
+    rows: dict[str, float] = {}
+    for _ in range(repeats):
+        _codec_requests(rows, "get", lambda i: GetArgs("bench", str(i)), {"value": VALUE, "revision": 1}, n)
+        _codec_requests(rows, "set", lambda i: SetArgs("bench", str(i), VALUE), written, n)
+        _codec_events(rows, n)
+    print(f"bench_link --codec: {n} messages per row, CPU us per message, best of {repeats}")
+    for name, us in rows.items():
+        print(f"{name:<32}{us:>8.2f}")
+    for name, us in rows.items():
+        result("link codec", name, us, "us")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--ops", type=int, default=20_000)
     parser.add_argument("--edges", type=int, default=1000)
+    parser.add_argument("--codec", action="store_true", help="the sans-IO link alone, CPU time")
     parser.add_argument("--writer", choices=("flood", "paced"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--key", help=argparse.SUPPRESS)
@@ -392,6 +464,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.codec:
+        run_codec(args.ops)
+        return
     try:
         import uvloop
 
