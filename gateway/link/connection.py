@@ -74,6 +74,7 @@ from gateway.link.frames import (
     FrameDecoder,
     SharedFrame,
     encode_frame,
+    new_packer,
 )
 from gateway.link.messages import (
     Auth,
@@ -169,6 +170,7 @@ class LinkConnection:
         self._send_limit = PRE_AUTH_MAX_FRAME_SIZE
         self._peer_limit = DEFAULT_MAX_FRAME_SIZE  # what the peer advertised in the handshake
         self._out: list[bytes] = []
+        self._packer = new_packer()
         self._events: deque[LinkEvent] = deque()
         self._eof = False
         self._error: RemoteProtocolError | None = None
@@ -523,7 +525,7 @@ class LinkConnection:
         self._set_phase(Phase.ERROR)
 
     def _queue(self, msg: Message) -> None:
-        self._out.append(encode_frame(msg.to_wire(), self._send_limit))
+        self._out.append(encode_frame(msg.to_wire(), self._send_limit, self._packer))
 
     # -- method calls in, bytes out ---------------------------------------------------------
 
@@ -540,7 +542,7 @@ class LinkConnection:
         """Client: queue a request; returns its id (for a watch, also the subscription id)."""
         self._require_open("send a request", Role.CLIENT)
         body = {"type": Request.TYPE, "id": self._pending.next_id, "op": args.OP, "args": args.to_wire()}
-        data = encode_frame(body, self._send_limit)  # may raise FRAME_TOO_LARGE: nothing recorded
+        data = encode_frame(body, self._send_limit, self._packer)  # FRAME_TOO_LARGE: nothing recorded
         self._out.append(data)
         return self._pending.add(args.OP)
 
@@ -561,7 +563,7 @@ class LinkConnection:
     def _answer(self, request_id: int, body: dict[str, Any], what: str) -> None:
         self._require_open(what, Role.SERVER)
         self._open.check_open(request_id, what)
-        data = encode_frame(body, self._send_limit)  # may raise FRAME_TOO_LARGE: id stays open
+        data = encode_frame(body, self._send_limit, self._packer)  # may raise FRAME_TOO_LARGE: id stays open
         self._open.finish(request_id)
         self._out.append(data)
 

@@ -44,6 +44,7 @@ __all__ = [
     "SharedFrame",
     "canonical_pack",
     "encode_frame",
+    "new_packer",
 ]
 
 HEADER_SIZE: Final = 4
@@ -67,16 +68,27 @@ def _refuse_ext(code: int, data: bytes) -> Any:
     raise ValueError(f"msgpack extension type {code} is not allowed on the link")
 
 
-def encode_frame(body: Mapping[str, Any], max_frame_size: int | None = None) -> bytes:
+def new_packer() -> msgpack.Packer:
+    """A reusable encoder for :func:`encode_frame` (one per connection: not for threads)."""
+    return msgpack.Packer(use_bin_type=True)
+
+
+def encode_frame(
+    body: Mapping[str, Any], max_frame_size: int | None = None, packer: msgpack.Packer | None = None
+) -> bytes:
     """The frame bytes (length prefix + msgpack) of ``body``.
 
     Raises :class:`LocalProtocolError` with code ``FRAME_TOO_LARGE`` when the body is over
     ``max_frame_size`` (our caller built something the peer would refuse; it can answer with an
     error instead), or with code ``MALFORMED_FRAME`` when ``body`` holds something msgpack
-    cannot encode.
+    cannot encode. A ``packer`` from :func:`new_packer` saves building one per frame (it resets
+    itself when a value cannot be encoded).
     """
     try:
-        payload: bytes = msgpack.packb(body, use_bin_type=True)
+        if packer is not None:
+            payload: bytes = packer.pack(body)
+        else:
+            payload = msgpack.packb(body, use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:
         raise LocalProtocolError(f"cannot encode frame: {exc}", code=MALFORMED_FRAME) from exc
     size = len(payload)
