@@ -201,7 +201,13 @@ class BridgeAdapter:
             raise AdapterError("bridge adapter: start() called twice")
         self._started = True
         if self._outbox is not None:
-            self._outbox.open()
+            try:
+                self._outbox.open()
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot open the outbox {self._outbox.file}: {exc.strerror}",
+                    key="adapter.config.outbox.path",
+                ) from exc
             if self._outbox.pending:
                 log.info("bridge: %d queued writes to replay from the outbox", len(self._outbox))
             self._replayer = asyncio.create_task(self._replay(), name="bridge-outbox-replay")
@@ -391,16 +397,6 @@ class BridgeAdapter:
         self._outbox_wake.set()
         return WriteResult(False, None, new_value, 0, queued=True)
 
-    def _replay_args(self, write: QueuedWrite) -> RequestArgs:
-        payload, origin = write.payload
-        origin = origin or self.engine_id
-        if write.op == "set":
-            return SetArgs(write.scope, write.key, payload, origin, idem=write.idem)
-        if write.op == "delete":
-            return DeleteArgs(write.scope, write.key, origin, idem=write.idem)
-        ops, limit = payload
-        return UpdateArgs(write.scope, write.key, tuple(ops), origin, idem=write.idem, max_value_bytes=limit)
-
     async def _replay(self) -> None:
         """Send queued writes oldest first, one at a time, as soon as their upstream is linked."""
         box = self._outbox
@@ -421,7 +417,7 @@ class BridgeAdapter:
                 await upstream.wait_writable()
                 continue
             try:
-                result = await upstream.call(self._replay_args(head))
+                result = await upstream.call(head.request(self.engine_id))
             except (AdapterUnavailable, AdapterTimeout):
                 await asyncio.sleep(retry.next_delay())  # link lost meanwhile: same write again
                 continue

@@ -42,6 +42,7 @@ from typing import Any, Final
 import msgpack
 
 from gateway.errors import AdapterUnavailable, CorruptDataError
+from gateway.link.requests import DeleteArgs, SetArgs, UpdateArgs
 
 __all__ = ["Outbox", "OutboxFull", "QueuedWrite", "decode_records", "encode_ack", "encode_write"]
 
@@ -69,6 +70,17 @@ class QueuedWrite:
     idem: str
     queued_at: float
     size: int  # bytes of its record in the file
+
+    def request(self, engine_id: str) -> SetArgs | DeleteArgs | UpdateArgs:
+        """The link request that replays it, with its idempotency key."""
+        payload, origin = self.payload
+        origin = origin or engine_id
+        if self.op == "set":
+            return SetArgs(self.scope, self.key, payload, origin, idem=self.idem)
+        if self.op == "delete":
+            return DeleteArgs(self.scope, self.key, origin, idem=self.idem)
+        ops, limit = payload
+        return UpdateArgs(self.scope, self.key, tuple(ops), origin, idem=self.idem, max_value_bytes=limit)
 
 
 def _frame(body: bytes) -> bytes:

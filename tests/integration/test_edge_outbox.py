@@ -16,7 +16,7 @@ import pytest
 from adapters.bridge import BridgeAdapter
 from adapters.bridge.outbox import Outbox, OutboxFull
 from gateway.config.settings import BridgeOutboxSettings, Endpoint
-from gateway.errors import AdapterUnavailable
+from gateway.errors import AdapterUnavailable, ConfigError
 from gateway.link.auth import parse_public_key
 from gateway.link.client import connect
 from gateway.link.requests import SetArgs
@@ -172,3 +172,11 @@ async def test_a_full_outbox_refuses_with_a_clear_code(site: Site) -> None:
         await bridge.set("s", "b", 2)
     assert info.value.code == "OUTBOX_FULL"
     assert bridge.statistics()["outbox_entries"] == 2
+
+
+async def test_an_outbox_path_that_cannot_be_opened_is_a_config_error(site: Site) -> None:
+    await site.start()
+    site.outbox_dir.write_text("not a directory")
+    with pytest.raises(ConfigError) as info:
+        await site.edge()
+    assert "outbox" in info.value.message
