@@ -122,6 +122,7 @@ class StateTriggerType:
         self._timeout = timeout
         self._concurrency = max(1, concurrency)
         self._bindings: dict[str, _Binding] = {}
+        self._children: dict[tuple[str, ...], Any] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -157,7 +158,7 @@ class StateTriggerType:
     def __call__(self, change: Change) -> None:
         """Called by the adapter, in revision order, for every committed change. Never blocks."""
         if self._metrics is not None:
-            self._metrics.events.labels(change.kind.value.removeprefix("state:")).inc()
+            self._child("events", change.kind.value.removeprefix("state:")).inc()
         if not self.enabled:
             return
         now = time.monotonic()
@@ -258,12 +259,21 @@ class StateTriggerType:
 
     def _fired(self, outcome: str) -> None:
         if self._metrics is not None:
-            self._metrics.triggers_fired.labels("state", outcome).inc()
+            self._child("triggers_fired", "state", outcome).inc()
 
     def _drop(self, reason: str, n: int = 1) -> None:
         self.dropped += n
         if self._metrics is not None:
-            self._metrics.trigger_drops.labels(reason).inc(n)
+            self._child("trigger_drops", reason).inc(n)
+
+    def _child(self, family: str, *labels: str) -> Any:
+        """A metric child, looked up once per label set (``labels()`` is costly per event)."""
+        key = (family, *labels)
+        child = self._children.get(key)
+        if child is None:
+            assert self._metrics is not None
+            child = self._children[key] = getattr(self._metrics, family).labels(*labels)
+        return child
 
     # -- lifecycle --------------------------------------------------------------------------
 
