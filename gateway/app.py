@@ -119,6 +119,7 @@ class Gateway:
                 engine_id=self.engine_id,
                 metrics=self.metrics,
                 history_size=max(1, history),
+                state_dir=settings.data_dir,
             )
             live.add(self.link.statistics)
 

@@ -92,13 +92,18 @@ class StateLinkHandler:
     """Serves link requests from a state adapter (see the module docstring)."""
 
     def __init__(
-        self, adapter: StateAdapter, history: ChangeHistory, *, metrics: Metrics | None = None
+        self,
+        adapter: StateAdapter,
+        history: ChangeHistory,
+        *,
+        metrics: Metrics | None = None,
+        idempotency: IdempotencyTable | None = None,
     ) -> None:
         self.adapter = adapter
         self.history = history
         self._metrics = metrics
         self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
-        self.idempotency = IdempotencyTable()
+        self.idempotency = idempotency or IdempotencyTable()
 
     async def __call__(self, peer: PeerInfo, args: RequestArgs) -> Any:
         if self._metrics is None:
@@ -285,9 +290,11 @@ def build_link_service(
     engine_id: str,
     metrics: Metrics | None = None,
     history_size: int = DEFAULT_HISTORY_SIZE,
+    state_dir: str | None = None,
     **server_options: Any,
 ) -> LinkService:
-    """The listener described by the ``link:`` settings, serving ``adapter``."""
+    """The listener described by the ``link:`` settings, serving ``adapter``; ``state_dir``
+    (the gateway's data dir) keeps the idempotency keys of peers' writes across restarts."""
     if not settings.listen:
         raise ConfigError("link.listen is not set", key="link.listen")
     if not settings.identity:
@@ -308,7 +315,9 @@ def build_link_service(
         position_of=lambda: (adapter.info().epoch, adapter.info().revision),
         older=getattr(adapter, "changes_since", None),  # the kv store's log
     )
-    handler = StateLinkHandler(adapter, history, metrics=metrics)
+    handler = StateLinkHandler(
+        adapter, history, metrics=metrics, idempotency=IdempotencyTable(directory=state_dir)
+    )
     server = LinkServer(
         handler=handler,
         identity=identity,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
-from gateway.idempotency import IdempotencyTable
+from gateway.idempotency import FILE_NAME, IdempotencyTable
 
 
 async def test_a_repeat_gets_the_first_result_without_running_again() -> None:
@@ -77,3 +78,41 @@ async def test_a_failed_write_is_not_remembered_and_the_window_is_bounded() -> N
     for key in ("a", "b", "c"):
         await table.run("edge", key, ok)
     assert len(table) == 2
+
+
+async def test_keys_survive_a_restart_through_the_file(tmp_path: Path) -> None:
+    runs: list[str] = []
+
+    async def write() -> dict[str, int]:
+        runs.append("x")
+        return {"revision": len(runs)}
+
+    first = IdempotencyTable(directory=str(tmp_path))
+    assert await first.run("edge", "k", write) == {"revision": 1}
+    again = IdempotencyTable(directory=str(tmp_path))  # the upstream restarted
+    assert await again.run("edge", "k", write) == {"revision": 1}
+    assert runs == ["x"] and again.repeats_total == 1
+
+
+async def test_a_torn_tail_is_cut_and_the_file_is_compacted(tmp_path: Path) -> None:
+    table = IdempotencyTable(capacity=3, directory=str(tmp_path))
+
+    async def ok() -> str:
+        return "ok"
+
+    for i in range(20):
+        await table.run("edge", f"k{i}", ok)
+    log = tmp_path / FILE_NAME
+    assert len(IdempotencyTable(capacity=3, directory=str(tmp_path))) == 3
+    size = log.stat().st_size
+    assert size < 10 * 40  # rewritten with the live keys, not one record per write ever made
+    log.write_bytes(log.read_bytes() + b"\x01\x02\x03")  # a torn append
+    reopened = IdempotencyTable(capacity=3, directory=str(tmp_path))
+    assert log.stat().st_size == size and len(reopened) == 3
+
+
+def test_an_unusable_directory_keeps_the_window_in_memory(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    table = IdempotencyTable(directory=str(blocker / "sub"))
+    assert table.file is None
