@@ -103,7 +103,7 @@ class StateLinkHandler:
         self.history = history
         self._metrics = metrics
         self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
-        self.idempotency = idempotency or IdempotencyTable()
+        self.idempotency = idempotency if idempotency is not None else IdempotencyTable()
 
     async def __call__(self, peer: PeerInfo, args: RequestArgs) -> Any:
         if self._metrics is None:

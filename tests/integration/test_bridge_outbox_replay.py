@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -180,3 +181,31 @@ async def test_an_outbox_path_that_cannot_be_opened_is_a_config_error(site: Site
     with pytest.raises(ConfigError) as info:
         await site.edge()
     assert "outbox" in info.value.message
+
+
+async def test_the_upstream_remembers_idempotency_keys_across_a_restart(tmp_path: Path) -> None:
+    key = write_key(tmp_path / "keys", "edge")
+    up = InProcessUpstream(
+        tmp_path / "central", [Peer("edge", key)], server_options={"state_dir": str(tmp_path / "data")}
+    )
+    await up.start()
+
+    async def send(value: int) -> Any:
+        client = await connect(
+            "127.0.0.1", up.port, private_key=key.key, client_id=EDGE, server_key=parse_public_key(up.public)
+        )
+        try:
+            return await client.request(SetArgs("s", "k", value, EDGE, idem=f"{EDGE}:once"), 5.0)
+        finally:
+            await client.aclose()
+
+    try:
+        first = await send(1)
+        await up.stop(close_adapter=False)  # the link service restarts over the same store
+        await up.start(start_adapter=False)
+        assert await send(2) == first  # answered from the file, not applied again
+        assert up.adapter is not None
+        entry = await up.adapter.get("s", "k")
+        assert entry is not None and entry.value == 1
+    finally:
+        await up.stop()
