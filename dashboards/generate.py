@@ -164,6 +164,14 @@ def quantile(q: float, histogram: str, by: str, selector: str = "") -> str:
     return f"histogram_quantile({q}, sum by (le, {by}) (rate({histogram}_bucket{{{sel}}}[{W}])))"
 
 
+def p50_p99(histogram: str, by: str, legend: str) -> tuple[tuple[str, str], tuple[str, str]]:
+    """The p50 and p99 targets of one histogram, legends prefixed "p50 " and "p99 "."""
+    return (
+        (quantile(0.5, histogram, by), f"p50 {legend}".rstrip()),
+        (quantile(0.99, histogram, by), f"p99 {legend}".rstrip()),
+    )
+
+
 def ratio_failed(counter: str, by: str, ok: str = 'outcome="ok"') -> str:
     """Failed / all, 0 (not "no data") for a group that had calls but no failures."""
     bad = ok.replace("=", "!=", 1)
@@ -260,8 +268,7 @@ def gateway_detail() -> list[Panel]:
         timeseries("Ops / s by op and outcome", (rate(req, "op, outcome"), "{{op}} {{outcome}}"), unit="ops"),
         timeseries(
             "Latency by op",
-            (quantile(0.5, "iii_gateway_request_duration_seconds", "op"), "p50 {{op}}"),
-            (quantile(0.99, "iii_gateway_request_duration_seconds", "op"), "p99 {{op}}"),
+            *p50_p99("iii_gateway_request_duration_seconds", "op", "{{op}}"),
             unit="s",
         ),
         timeseries("Errors / s by code", (rate("iii_gateway_errors_total", "code"), "{{code}}"), unit="ops"),
@@ -286,8 +293,7 @@ def gateway_detail() -> list[Panel]:
         ),
         timeseries(
             "Invocation latency",
-            (quantile(0.5, "iii_gateway_invocation_duration_seconds", "kind"), "p50 {{kind}}"),
-            (quantile(0.99, "iii_gateway_invocation_duration_seconds", "kind"), "p99 {{kind}}"),
+            *p50_p99("iii_gateway_invocation_duration_seconds", "kind", "{{kind}}"),
             unit="s",
         ),
         timeseries(
@@ -307,8 +313,7 @@ def gateway_detail() -> list[Panel]:
         ),
         timeseries(
             "Trigger lag (commit to handler start)",
-            (quantile(0.5, "iii_gateway_trigger_lag_seconds", "instance"), "p50"),
-            (quantile(0.99, "iii_gateway_trigger_lag_seconds", "instance"), "p99"),
+            *p50_p99("iii_gateway_trigger_lag_seconds", "instance", ""),
             unit="s",
         ),
         timeseries(
@@ -372,14 +377,7 @@ def links_relay() -> list[Panel]:
         ),
         timeseries(
             "Link round trip by op",
-            (
-                quantile(0.5, "iii_gateway_link_request_duration_seconds", "upstream, op"),
-                "p50 {{upstream}} {{op}}",
-            ),
-            (
-                quantile(0.99, "iii_gateway_link_request_duration_seconds", "upstream, op"),
-                "p99 {{upstream}} {{op}}",
-            ),
+            *p50_p99("iii_gateway_link_request_duration_seconds", "upstream, op", "{{upstream}} {{op}}"),
             unit="s",
         ),
         timeseries(
@@ -409,14 +407,7 @@ def links_relay() -> list[Panel]:
         ),
         timeseries(
             "Relay lag (upstream commit to local delivery)",
-            (
-                quantile(0.5, "iii_gateway_relay_lag_seconds", "instance, upstream"),
-                "p50 {{instance}} <- {{upstream}}",
-            ),
-            (
-                quantile(0.99, "iii_gateway_relay_lag_seconds", "instance, upstream"),
-                "p99 {{instance}} <- {{upstream}}",
-            ),
+            *p50_p99("iii_gateway_relay_lag_seconds", "instance, upstream", "{{instance}} <- {{upstream}}"),
             unit="s",
         ),
         timeseries(
@@ -519,8 +510,7 @@ def storage() -> list[Panel]:
         ),
         timeseries(
             "fsync duration",
-            (quantile(0.5, "iii_gateway_log_fsync_seconds", "instance"), "p50 {{instance}}"),
-            (quantile(0.99, "iii_gateway_log_fsync_seconds", "instance"), "p99 {{instance}}"),
+            *p50_p99("iii_gateway_log_fsync_seconds", "instance", "{{instance}}"),
             unit="s",
         ),
         timeseries(
